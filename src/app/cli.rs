@@ -1,0 +1,37 @@
+//! The command line: one clap tree for every `drover` subcommand.
+
+use clap::{Parser, Subcommand};
+
+use super::plumbing;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "A Nix-compatible build engine with a live terminal UI of the goal graph",
+    long_about = "drover reads real Nix derivations, computes store paths exactly as Nix does, \
+                  and (as the project grows) builds them with Nix's scheduling semantics while \
+                  showing the live goal graph."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the embedded demo workload in the terminal UI.
+    Demo,
+    /// Print the hash of the NAR serialisation of a path (like `nix-hash --type sha256 PATH`).
+    HashPath(plumbing::nar::HashArgs),
+    /// Print the hash of a regular file's contents (like `nix-hash --flat`).
+    HashFile(plumbing::nar::HashArgs),
+    /// Write the NAR serialisation of a path to stdout (like `nix-store --dump`).
+    Dump(plumbing::nar::DumpArgs),
+    /// Restore a NAR read from stdin at a path (like `nix-store --restore`).
+    Restore(plumbing::nar::RestoreArgs),
+    /// Print a derivation as JSON (like `nix show-derivation`) or reprint its ATerm.
+    ShowDerivation(plumbing::drv::ShowDerivationArgs),
+    /// Compute a store path (text, source, fixed-output or derivation output).
+    StorePath(plumbing::drv::StorePathArgs),
+}

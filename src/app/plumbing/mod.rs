@@ -1,0 +1,21 @@
+//! Plumbing commands: the small, oracle-checkable surface (hashes, NAR, derivations, paths)
+//! whose output can be compared byte for byte with real Nix's.
+
+pub mod drv;
+pub mod nar;
+
+use super::AppError;
+use super::cli::Command;
+
+/// Runs a plumbing command; `None` when `command` is not one.
+pub fn run(command: &Command) -> Option<Result<(), AppError>> {
+    Some(match command {
+        Command::HashPath(args) => nar::hash_path(args),
+        Command::HashFile(args) => nar::hash_file(args),
+        Command::Dump(args) => nar::dump(args),
+        Command::Restore(args) => nar::restore(args),
+        Command::ShowDerivation(args) => drv::show_derivation(args),
+        Command::StorePath(args) => drv::store_path(args),
+        Command::Demo => return None,
+    })
+}

@@ -1,0 +1,9 @@
+//! Nix's formats, byte for byte: hashes, base-32, store paths, derivations (ATerm), NAR,
+//! narinfo and reference scanning. Pure: no store, database or process I/O (layer rule 1).
+
+pub mod base32;
+pub mod hash;
+pub mod store_path;
+
+pub use hash::{Encoding, Hash, HashAlgo, Hasher};
+pub use store_path::{ContentAddress, IngestionMethod, StoreDir, StorePath};

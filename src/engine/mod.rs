@@ -1,0 +1,3 @@
+//! Everything Nix means: formats, the store, the scheduler and the builds.
+
+pub mod format;
