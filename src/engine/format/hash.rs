@@ -465,7 +465,7 @@ mod tests {
     fn compress_folds_with_xor() {
         let digest: Vec<u8> = (0u8..32).collect();
         let c: [u8; 20] = compress_hash(&digest);
-        assert_eq!(c[0], 0 ^ 20);
+        assert_eq!(c[0], 20);
         assert_eq!(c[11], 11 ^ 31);
         assert_eq!(c[12], 12);
     }
