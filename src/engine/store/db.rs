@@ -327,6 +327,38 @@ impl Db {
         }
     }
 
+    /// The closure of valid paths `start` over references (or referrers when `flip`), in one
+    /// recursive query. Start paths that are not valid contribute nothing.
+    pub fn closure(
+        &self,
+        start: &BTreeSet<StorePath>,
+        flip: bool,
+    ) -> Result<BTreeSet<StorePath>, StoreError> {
+        let starts =
+            serde_json::to_string(&start.iter().map(|p| self.print(p)).collect::<Vec<_>>())
+                .expect("a list of strings serialises");
+        let sql = if flip {
+            "with recursive closure(id) as (\
+               select id from ValidPaths where path in (select value from json_each(?1)) \
+               union select r.referrer from Refs r join closure c on r.reference = c.id) \
+             select v.path from ValidPaths v join closure c on v.id = c.id"
+        } else {
+            "with recursive closure(id) as (\
+               select id from ValidPaths where path in (select value from json_each(?1)) \
+               union select r.reference from Refs r join closure c on r.referrer = c.id) \
+             select v.path from ValidPaths v join closure c on v.id = c.id"
+        };
+        let paths: Vec<String> = self
+            .retry(|| {
+                self.conn
+                    .prepare_cached(sql)?
+                    .query_map([&starts], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(|e| self.err("computing a closure", e))?;
+        paths.iter().map(|s| self.parse(s)).collect()
+    }
+
     pub fn query_all_valid_paths(&self) -> Result<BTreeSet<StorePath>, StoreError> {
         let paths: Vec<String> = self
             .retry(|| {

@@ -272,7 +272,18 @@ impl LocalStore {
         start: impl IntoIterator<Item = StorePath>,
         flags: ClosureFlags,
     ) -> Result<BTreeSet<StorePath>, StoreError> {
-        closure::compute_closure(self, start, flags)
+        let start: BTreeSet<StorePath> = start.into_iter().collect();
+        if flags.include_outputs || flags.include_derivers {
+            return closure::compute_closure(self, start, flags);
+        }
+        // Plain closures run as one recursive SQL query.
+        let db = self.db();
+        for p in &start {
+            if !db.is_valid(p)? {
+                return Err(StoreError::InvalidPath(self.print(p)));
+            }
+        }
+        db.closure(&start, flags.flip_direction)
     }
 
     /// Sorts valid paths so that referrers come before their references.

@@ -1,0 +1,342 @@
+//! The local store's database semantics on temporary stores: registration (atomic, references
+//! in any order), queries, closures, deletion, bad input. Interop with real Nix is in
+//! `differential_store.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use drover::engine::format::hash::sha256;
+use drover::engine::format::{ContentAddress, StorePath};
+use drover::engine::store::{ClosureFlags, LocalStore, PathInfo, StoreConfig, StoreError};
+
+fn store(root: &Path) -> LocalStore {
+    LocalStore::open(StoreConfig::chroot(root)).unwrap()
+}
+
+/// A store path with a file as contents (the DB does not check hashes at registration).
+fn make_path(store: &LocalStore, name: &str, refs: &[&StorePath]) -> PathInfo {
+    let digest: [u8; 20] = sha256(name.as_bytes()).digest()[..20].try_into().unwrap();
+    let path = StorePath::from_digest(digest, name).unwrap();
+    std::fs::write(store.real_path(&path), name).unwrap();
+    let mut info = PathInfo::new(path, sha256(name.as_bytes()), 100 + name.len() as u64);
+    info.references = refs.iter().map(|r| (*r).clone()).collect();
+    info
+}
+
+fn no_outputs() -> BTreeMap<StorePath, BTreeMap<String, StorePath>> {
+    BTreeMap::new()
+}
+
+fn strip_sql(s: &str) -> String {
+    s.lines()
+        .map(|l| l.split("--").next().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+        .replace("if not exists ", "")
+}
+
+#[test]
+fn creates_nix_layout_and_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let _s = store(dir.path());
+    for d in [
+        "nix/store",
+        "nix/var/nix/db",
+        "nix/var/nix/temproots",
+        "nix/var/nix/gcroots",
+        "nix/var/log/nix/drvs",
+    ] {
+        assert!(dir.path().join(d).is_dir(), "{d}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("nix/var/nix/db/schema")).unwrap(),
+        "10"
+    );
+    let conn = rusqlite::Connection::open(dir.path().join("nix/var/nix/db/db.sqlite")).unwrap();
+    // The schema real Nix 2.8 created (sqlite3 .schema of a Debian nix-bin store), loaded
+    // into a scratch database so both sides are read back the same way.
+    let golden = std::fs::read_to_string("tests/fixtures/nix-2.8-db-schema.sql").unwrap();
+    let reference = rusqlite::Connection::open_in_memory().unwrap();
+    reference
+        .execute_batch(&golden.replace("CREATE TABLE sqlite_sequence(name,seq);", ""))
+        .unwrap();
+    let schema_of = |c: &rusqlite::Connection| {
+        let mut v: Vec<String> = c
+            .prepare("select sql from sqlite_master where sql is not null")
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|s| strip_sql(&s.unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let ours = schema_of(&conn);
+    let nix = schema_of(&reference);
+    assert_eq!(ours, nix);
+    let mode: String = conn
+        .query_row("pragma journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn registers_a_set_with_references_in_any_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let c = make_path(&s, "c", &[]);
+    let b = make_path(&s, "b", &[&c.path]);
+    let mut a = make_path(&s, "a", &[&b.path, &c.path]);
+    a.references.insert(a.path.clone()); // a self-reference
+    a.deriver = Some(StorePath::from_base_name("00000000000000000000000000000000-a.drv").unwrap());
+    a.ultimate = true;
+    a.sigs = ["k1:sig1".to_owned(), "k2:sig2".to_owned()].into();
+    a.ca = Some(ContentAddress::Text(sha256(b"a")));
+    // Referrers before references: registration must not care.
+    s.register_valid_paths(&[a.clone(), b.clone(), c.clone()], &no_outputs())
+        .unwrap();
+    for i in [&a, &b, &c] {
+        let got = s.query_path_info(&i.path).unwrap().unwrap();
+        assert!(got.registration_time > 0);
+        assert_eq!(
+            PathInfo {
+                registration_time: 0,
+                ..got
+            },
+            *i
+        );
+    }
+    assert_eq!(
+        s.query_referrers(&c.path).unwrap(),
+        [a.path.clone(), b.path.clone()].into()
+    );
+    assert_eq!(
+        s.query_path_from_hash_part(b.path.hash_part()).unwrap(),
+        Some(b.path.clone())
+    );
+    assert_eq!(s.query_path_from_hash_part(&"0".repeat(32)).unwrap(), None);
+
+    let closure = s
+        .compute_fs_closure([a.path.clone()], ClosureFlags::default())
+        .unwrap();
+    assert_eq!(
+        closure,
+        [a.path.clone(), b.path.clone(), c.path.clone()].into()
+    );
+    let up = s
+        .compute_fs_closure(
+            [c.path.clone()],
+            ClosureFlags {
+                flip_direction: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(up, closure);
+    let order = s.topo_sort_paths(&closure).unwrap();
+    assert_eq!(order, vec![a.path.clone(), b.path.clone(), c.path.clone()]);
+}
+
+#[test]
+fn a_bad_set_registers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let stranger = make_path(&s, "stranger", &[]); // has contents, never registered
+    let ok = make_path(&s, "ok", &[]);
+    let bad = make_path(&s, "bad", &[&stranger.path]);
+    let err = s
+        .register_valid_paths(&[ok.clone(), bad], &no_outputs())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidReference { .. }), "{err}");
+    assert!(err.to_string().contains("stranger"));
+    assert!(
+        !s.is_valid(&ok.path).unwrap(),
+        "the transaction rolled back"
+    );
+
+    let mut x = make_path(&s, "x", &[]);
+    let y = make_path(&s, "y", &[&x.path]);
+    x.references.insert(y.path.clone());
+    let err = s
+        .register_valid_paths(&[x.clone(), y], &no_outputs())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Cycle { .. }), "{err}");
+    assert!(!s.is_valid(&x.path).unwrap());
+
+    let ghost = PathInfo::new(
+        StorePath::from_base_name("11111111111111111111111111111111-ghost").unwrap(),
+        sha256(b""),
+        1,
+    );
+    let err = s.register_valid_paths(&[ghost], &no_outputs()).unwrap_err();
+    assert!(err.to_string().contains("has no contents"), "{err}");
+}
+
+#[test]
+fn derivation_outputs_and_derivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let out = make_path(&s, "hello", &[]);
+    let mut dev = make_path(&s, "hello-dev", &[&out.path]);
+    let drv = make_path(&s, "hello.drv", &[]);
+    dev.deriver = Some(drv.path.clone());
+    let outputs: BTreeMap<String, StorePath> = [
+        ("out".to_owned(), out.path.clone()),
+        ("dev".to_owned(), dev.path.clone()),
+    ]
+    .into();
+    s.register_valid_paths(
+        std::slice::from_ref(&drv),
+        &[(drv.path.clone(), outputs.clone())].into(),
+    )
+    .unwrap();
+    assert_eq!(s.query_derivation_outputs(&drv.path).unwrap(), outputs);
+    assert_eq!(
+        s.query_valid_derivers(&out.path).unwrap(),
+        [drv.path.clone()].into()
+    );
+    s.register_valid_paths(&[out.clone(), dev.clone()], &no_outputs())
+        .unwrap();
+    let with_outputs = s
+        .compute_fs_closure(
+            [drv.path.clone()],
+            ClosureFlags {
+                include_outputs: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        with_outputs,
+        [drv.path.clone(), out.path.clone(), dev.path.clone()].into()
+    );
+    let with_derivers = s
+        .compute_fs_closure(
+            [dev.path.clone()],
+            ClosureFlags {
+                include_derivers: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        with_derivers,
+        [drv.path.clone(), out.path.clone(), dev.path.clone()].into()
+    );
+}
+
+#[test]
+fn deletion_respects_referrers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let lib = make_path(&s, "lib", &[]);
+    let app = make_path(&s, "app", &[&lib.path]);
+    s.register_valid_paths(&[lib.clone(), app.clone()], &no_outputs())
+        .unwrap();
+    let err = s.delete_path(&lib.path).unwrap_err();
+    assert!(matches!(err, StoreError::PathInUse { .. }), "{err}");
+    assert!(err.to_string().contains("app"));
+    s.delete_paths(&[lib.path.clone(), app.path.clone()].into())
+        .unwrap();
+    assert!(!s.is_valid(&lib.path).unwrap());
+    assert!(!s.real_path(&lib.path).exists());
+    assert!(!s.real_path(&app.path).exists());
+}
+
+#[test]
+fn invalid_paths_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let p = StorePath::from_base_name("22222222222222222222222222222222-nope").unwrap();
+    assert_eq!(s.query_path_info(&p).unwrap(), None);
+    let e = s.path_info(&p).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "path '/nix/store/22222222222222222222222222222222-nope' is not valid"
+    );
+    assert!(s.compute_fs_closure([p], ClosureFlags::default()).is_err());
+}
+
+#[test]
+fn corrupt_or_future_databases_are_refused_with_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(store(dir.path()));
+    let db = dir.path().join("nix/var/nix/db/db.sqlite");
+    std::fs::remove_file(dir.path().join("nix/var/nix/db/db.sqlite-wal")).ok();
+    std::fs::remove_file(dir.path().join("nix/var/nix/db/db.sqlite-shm")).ok();
+    std::fs::write(
+        &db,
+        b"this is not a database, just garbage bytes................",
+    )
+    .unwrap();
+    let e = LocalStore::open(StoreConfig::chroot(dir.path()))
+        .err()
+        .expect("garbage must not open");
+    assert!(e.to_string().contains("db.sqlite"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    drop(store(dir.path()));
+    std::fs::write(dir.path().join("nix/var/nix/db/schema"), "11").unwrap();
+    let e = LocalStore::open(StoreConfig::chroot(dir.path()))
+        .err()
+        .expect("a future schema must not open");
+    assert!(e.to_string().contains("version 11"), "{e}");
+}
+
+#[test]
+fn a_corrupt_row_is_reported_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let p = make_path(&s, "row", &[]);
+    s.register_valid_paths(std::slice::from_ref(&p), &no_outputs())
+        .unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("nix/var/nix/db/db.sqlite")).unwrap();
+    conn.execute("update ValidPaths set hash = 'sha256:zz'", [])
+        .unwrap();
+    let e = s.query_path_info(&p.path).unwrap_err();
+    assert!(e.to_string().contains(&s.print(&p.path)), "{e}");
+}
+
+#[test]
+fn concurrent_registrations_of_overlapping_sets_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = store(dir.path());
+    let all: Vec<PathInfo> = (0..200)
+        .map(|i| make_path(&setup, &format!("p{i}"), &[]))
+        .collect();
+    drop(setup);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let root = dir.path().to_owned();
+            // Overlapping windows of the same paths, each chained to its predecessor.
+            let mut mine: Vec<PathInfo> = all[t * 40..t * 40 + 80].to_vec();
+            for k in 1..mine.len() {
+                let prev = mine[k - 1].path.clone();
+                mine[k].references.insert(prev);
+            }
+            std::thread::spawn(move || {
+                let s = LocalStore::open(StoreConfig::chroot(&root)).unwrap();
+                for chunk in mine.chunks(7) {
+                    // Each chunk's first reference may belong to the previous chunk.
+                    let mut batch: Vec<PathInfo> = chunk.to_vec();
+                    let keep: BTreeSet<StorePath> = batch.iter().map(|i| i.path.clone()).collect();
+                    for info in &mut batch {
+                        info.references
+                            .retain(|r| keep.contains(r) || s.is_valid(r).unwrap());
+                    }
+                    s.register_valid_paths(&batch, &no_outputs()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = store(dir.path());
+    let valid = s.query_all_valid_paths().unwrap();
+    assert_eq!(valid.len(), 200);
+}
