@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::engine::format::{hash::HashError, store_path::StorePathError};
+use crate::engine::format::{hash::HashError, nar::NarError, store_path::StorePathError};
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -24,6 +24,8 @@ pub enum AppError {
     Hash(#[from] HashError),
     #[error(transparent)]
     StorePath(#[from] StorePathError),
+    #[error(transparent)]
+    Nar(#[from] NarError),
 }
 
 impl AppError {

@@ -1,11 +1,15 @@
-//! `hash-path`, `hash-file`, `dump`, `restore`: NAR serialisation and hashing of paths.
+//! `hash-path`, `hash-file`, `dump`, `restore`: NAR serialisation and hashing of paths, with
+//! the output of `nix-hash` and `nix-store --dump/--restore`.
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 use clap::Args;
+use data_encoding::{BASE64, HEXLOWER};
 
 use crate::app::AppError;
-use crate::engine::format::HashAlgo;
+use crate::engine::format::hash::compress_hash;
+use crate::engine::format::{Hash, HashAlgo, base32, nar};
 
 #[derive(Debug, Args)]
 pub struct HashArgs {
@@ -49,22 +53,63 @@ pub struct RestoreArgs {
     pub path: PathBuf,
 }
 
-pub fn hash_path(_args: &HashArgs) -> Result<(), AppError> {
-    Err(AppError::Usage(
-        "hash-path: the NAR writer is not in yet".into(),
-    ))
+impl HashArgs {
+    /// The hash as `nix-hash` prints it: folded to 20 bytes with `--truncate` (when longer),
+    /// prefixed by the algorithm only in SRI form.
+    fn format(&self, hash: &Hash) -> String {
+        let folded: [u8; 20];
+        let digest = if self.truncate && hash.digest().len() > 20 {
+            folded = compress_hash(hash.digest());
+            &folded[..]
+        } else {
+            hash.digest()
+        };
+        if self.base32 {
+            base32::encode(digest)
+        } else if self.base64 {
+            BASE64.encode(digest)
+        } else if self.sri {
+            format!("{}-{}", hash.algo(), BASE64.encode(digest))
+        } else {
+            HEXLOWER.encode(digest)
+        }
+    }
+
+    fn print_each(
+        &self,
+        hash: impl Fn(&PathBuf) -> Result<Hash, AppError>,
+    ) -> Result<(), AppError> {
+        let mut out = io::stdout().lock();
+        for path in &self.paths {
+            let line = self.format(&hash(path)?);
+            writeln!(out, "{line}").map_err(AppError::Stdout)?;
+        }
+        out.flush().map_err(AppError::Stdout)
+    }
 }
 
-pub fn hash_file(_args: &HashArgs) -> Result<(), AppError> {
-    Err(AppError::Usage("hash-file: not in yet".into()))
+/// `nix-hash --type T PATH...`: the hash of each path's NAR serialisation.
+pub fn hash_path(args: &HashArgs) -> Result<(), AppError> {
+    args.print_each(|path| Ok(nar::hash_path(path, args.algo)?.0))
 }
 
-pub fn dump(_args: &DumpArgs) -> Result<(), AppError> {
-    Err(AppError::Usage("dump: the NAR writer is not in yet".into()))
+/// `nix-hash --flat --type T PATH...`: the hash of each file's contents.
+pub fn hash_file(args: &HashArgs) -> Result<(), AppError> {
+    args.print_each(|path| Ok(nar::hash_flat(path, args.algo)?.0))
 }
 
-pub fn restore(_args: &RestoreArgs) -> Result<(), AppError> {
-    Err(AppError::Usage(
-        "restore: the NAR reader is not in yet".into(),
-    ))
+/// `nix-store --dump PATH`: the NAR on standard output.
+pub fn dump(args: &DumpArgs) -> Result<(), AppError> {
+    let mut out = io::stdout().lock();
+    match nar::dump_path(&args.path, &mut out) {
+        Ok(_) => Ok(()),
+        Err(nar::NarError::Write(e)) => Err(AppError::Stdout(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `nix-store --restore PATH`: unpacks the NAR read from standard input at PATH.
+pub fn restore(args: &RestoreArgs) -> Result<(), AppError> {
+    nar::restore(io::stdin().lock(), &args.path)?;
+    Ok(())
 }

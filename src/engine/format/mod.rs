@@ -3,6 +3,8 @@
 
 pub mod base32;
 pub mod hash;
+pub mod nar;
+pub mod refs;
 pub mod store_path;
 
 pub use hash::{Encoding, Hash, HashAlgo, Hasher};
