@@ -202,6 +202,7 @@ impl NarInfo {
         if url.is_empty() {
             return Err(NarInfoError::EmptyUrl);
         }
+        let nar_hash = nar_hash.ok_or(NarInfoError::Missing("NarHash"))?;
         let nar_size = nar_size.ok_or(NarInfoError::Missing("NarSize"))?;
         if nar_size == 0 {
             return Err(NarInfoError::ZeroNarSize);
@@ -215,7 +216,7 @@ impl NarInfo {
             },
             file_hash,
             file_size,
-            nar_hash: nar_hash.ok_or(NarInfoError::Missing("NarHash"))?,
+            nar_hash,
             nar_size,
             references,
             deriver,
