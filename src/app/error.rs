@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::engine::format::{hash::HashError, store_path::StorePathError};
+use crate::engine::format::{
+    hash::HashError,
+    narinfo::{CacheInfoError, NarInfoError},
+    signature::{FingerprintError, KeyError, VerifyError},
+    store_path::StorePathError,
+};
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -24,6 +29,16 @@ pub enum AppError {
     Hash(#[from] HashError),
     #[error(transparent)]
     StorePath(#[from] StorePathError),
+    #[error(transparent)]
+    NarInfo(#[from] NarInfoError),
+    #[error(transparent)]
+    CacheInfo(#[from] CacheInfoError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Fingerprint(#[from] FingerprintError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
 }
 
 impl AppError {
