@@ -134,23 +134,19 @@ impl NarInfo {
                     value: value.to_owned(),
                 })
             };
+            let path_error = |field, source| NarInfoError::BadStorePath {
+                line,
+                field,
+                source,
+            };
             let base_name = |field, base: &str| {
-                StorePath::from_base_name(base).map_err(|source| NarInfoError::BadStorePath {
-                    line,
-                    field,
-                    source,
-                })
+                StorePath::from_base_name(base).map_err(|e| path_error(field, e))
             };
             match key {
                 "StorePath" => {
-                    let path =
-                        store_dir
-                            .parse(value)
-                            .map_err(|source| NarInfoError::BadStorePath {
-                                line,
-                                field: "StorePath",
-                                source,
-                            })?;
+                    let path = store_dir
+                        .parse(value)
+                        .map_err(|source| path_error("StorePath", source))?;
                     store_path = Some(path);
                 }
                 "URL" => url = Some(value),
