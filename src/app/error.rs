@@ -6,7 +6,13 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::engine::format::{hash::HashError, nar::NarError, store_path::StorePathError};
+use crate::engine::format::{
+    hash::HashError,
+    nar::NarError,
+    narinfo::{CacheInfoError, NarInfoError},
+    signature::{FingerprintError, KeyError, VerifyError},
+    store_path::StorePathError,
+};
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -26,6 +32,16 @@ pub enum AppError {
     StorePath(#[from] StorePathError),
     #[error(transparent)]
     Nar(#[from] NarError),
+    #[error(transparent)]
+    NarInfo(#[from] NarInfoError),
+    #[error(transparent)]
+    CacheInfo(#[from] CacheInfoError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Fingerprint(#[from] FingerprintError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
 }
 
 impl AppError {

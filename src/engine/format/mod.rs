@@ -4,8 +4,12 @@
 pub mod base32;
 pub mod hash;
 pub mod nar;
+pub mod narinfo;
 pub mod refs;
+pub mod signature;
 pub mod store_path;
 
 pub use hash::{Encoding, Hash, HashAlgo, Hasher};
+pub use narinfo::{NarInfo, NixCacheInfo};
+pub use signature::{PublicKey, PublicKeys, SecretKey, Signature};
 pub use store_path::{ContentAddress, IngestionMethod, StoreDir, StorePath};
