@@ -2,8 +2,10 @@
 //! narinfo and reference scanning. Pure: no store, database or process I/O (layer rule 1).
 
 pub mod base32;
+pub mod derivation;
 pub mod hash;
 pub mod store_path;
 
+pub use derivation::{Derivation, DerivationError, DerivationOutput};
 pub use hash::{Encoding, Hash, HashAlgo, Hasher};
 pub use store_path::{ContentAddress, IngestionMethod, StoreDir, StorePath};
