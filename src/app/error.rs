@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::engine::format::{hash::HashError, store_path::StorePathError};
+use crate::engine::format::{
+    derivation::DerivationError, hash::HashError, store_path::StorePathError,
+};
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -24,6 +26,13 @@ pub enum AppError {
     Hash(#[from] HashError),
     #[error(transparent)]
     StorePath(#[from] StorePathError),
+    #[error("derivation '{}': {source}", path.display())]
+    DerivationFile {
+        path: PathBuf,
+        source: DerivationError,
+    },
+    #[error(transparent)]
+    Derivation(#[from] DerivationError),
 }
 
 impl AppError {

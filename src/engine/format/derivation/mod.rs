@@ -443,6 +443,48 @@ impl Derivation {
         Ok(drv_path)
     }
 
+    /// The output paths Nix computes for this derivation stored under the name `drv_name`:
+    /// from the hash modulo with outputs blanked for input-addressed outputs, from the hash
+    /// for a fixed output, `None` for outputs whose paths are known only after building.
+    pub fn computed_output_paths<R, E>(
+        &self,
+        store_dir: &StoreDir,
+        drv_name: &str,
+        hashes: &mut DrvHashes,
+        resolve: R,
+    ) -> Result<BTreeMap<String, Option<StorePath>>, DerivationError>
+    where
+        R: FnMut(&StorePath) -> Result<Derivation, E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut resolve = resolve;
+        self.derivation_type()?;
+        let mut masked = None;
+        let mut paths = BTreeMap::new();
+        for (output, o) in &self.outputs {
+            let path = match o {
+                DerivationOutput::InputAddressed(_) => {
+                    if masked.is_none() {
+                        masked = Some(hashes.hash_derivation_modulo(
+                            store_dir,
+                            self,
+                            true,
+                            &mut resolve,
+                        )?);
+                    }
+                    let hash = &masked.as_ref().expect("just computed").hashes[output];
+                    Some(store_dir.make_output_path(output, hash, drv_name)?)
+                }
+                DerivationOutput::Fixed { hash, .. } => {
+                    Some(fixed_output_path(store_dir, drv_name, hash)?)
+                }
+                _ => None,
+            };
+            paths.insert(output.clone(), path);
+        }
+        Ok(paths)
+    }
+
     /// Checks that the output paths and output environment variables of the derivation stored
     /// at `drv_path` are the ones Nix would compute (what Nix checks before registering a
     /// `.drv`).
@@ -457,32 +499,18 @@ impl Derivation {
         R: FnMut(&StorePath) -> Result<Derivation, E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let mut resolve = resolve;
         let drv = store_dir.display(drv_path);
         let name = drv_path
             .drv_name()
             .ok_or_else(|| DerivationError::NotADerivation(drv.clone()))?;
-        self.derivation_type()?;
-        let mut masked = None;
-        for (output, o) in &self.outputs {
-            let expected = match o {
-                DerivationOutput::InputAddressed(_) => {
-                    if masked.is_none() {
-                        masked = Some(hashes.hash_derivation_modulo(
-                            store_dir,
-                            self,
-                            true,
-                            &mut resolve,
-                        )?);
-                    }
-                    let hash = &masked.as_ref().expect("just computed").hashes[output];
-                    store_dir.make_output_path(output, hash, name)?
-                }
-                DerivationOutput::Fixed { hash, .. } => fixed_output_path(store_dir, name, hash)?,
-                _ => continue,
-            };
+        let computed = self.computed_output_paths(store_dir, name, hashes, resolve)?;
+        for (output, expected) in computed {
+            let Some(expected) = expected else { continue };
             let expected = store_dir.display(&expected);
-            let actual = o.path().map(|p| store_dir.display(p)).unwrap_or_default();
+            let actual = self.outputs[&output]
+                .path()
+                .map(|p| store_dir.display(p))
+                .unwrap_or_default();
             if actual != expected {
                 return Err(DerivationError::WrongOutputPath {
                     drv,
@@ -490,10 +518,10 @@ impl Derivation {
                     expected,
                 });
             }
-            if self.env_var(output) != Some(expected.as_bytes().as_bstr()) {
+            if self.env_var(&output) != Some(expected.as_bytes().as_bstr()) {
                 return Err(DerivationError::WrongEnv {
                     drv,
-                    var: output.clone(),
+                    var: output,
                     expected,
                 });
             }
