@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::engine::format::{
+    derivation::DerivationError,
     hash::HashError,
     nar::NarError,
     narinfo::{CacheInfoError, NarInfoError},
@@ -42,6 +43,13 @@ pub enum AppError {
     Fingerprint(#[from] FingerprintError),
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    #[error("derivation '{}': {source}", path.display())]
+    DerivationFile {
+        path: PathBuf,
+        source: DerivationError,
+    },
+    #[error(transparent)]
+    Derivation(#[from] DerivationError),
 }
 
 impl AppError {

@@ -2,6 +2,7 @@
 //! narinfo and reference scanning. Pure: no store, database or process I/O (layer rule 1).
 
 pub mod base32;
+pub mod derivation;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;
@@ -9,6 +10,7 @@ pub mod refs;
 pub mod signature;
 pub mod store_path;
 
+pub use derivation::{Derivation, DerivationError, DerivationOutput};
 pub use hash::{Encoding, Hash, HashAlgo, Hasher};
 pub use narinfo::{NarInfo, NixCacheInfo};
 pub use signature::{PublicKey, PublicKeys, SecretKey, Signature};
