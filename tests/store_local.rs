@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use drover::engine::format::derivation::{Derivation, DerivationOutput, DrvHashes, NewOutputs};
 use drover::engine::format::hash::sha256;
 use drover::engine::format::{ContentAddress, StorePath};
 use drover::engine::store::{ClosureFlags, LocalStore, PathInfo, StoreConfig, StoreError};
@@ -21,10 +22,6 @@ fn make_path(store: &LocalStore, name: &str, refs: &[&StorePath]) -> PathInfo {
     let mut info = PathInfo::new(path, sha256(name.as_bytes()), 100 + name.len() as u64);
     info.references = refs.iter().map(|r| (*r).clone()).collect();
     info
-}
-
-fn no_outputs() -> BTreeMap<StorePath, BTreeMap<String, StorePath>> {
-    BTreeMap::new()
 }
 
 fn strip_sql(s: &str) -> String {
@@ -97,7 +94,7 @@ fn registers_a_set_with_references_in_any_order() {
     a.sigs = ["k1:sig1".to_owned(), "k2:sig2".to_owned()].into();
     a.ca = Some(ContentAddress::Text(sha256(b"a")));
     // Referrers before references: registration must not care.
-    s.register_valid_paths(&[a.clone(), b.clone(), c.clone()], &no_outputs())
+    s.register_valid_paths(&[a.clone(), b.clone(), c.clone()])
         .unwrap();
     for i in [&a, &b, &c] {
         let got = s.query_path_info(&i.path).unwrap().unwrap();
@@ -148,9 +145,7 @@ fn a_bad_set_registers_nothing() {
     let stranger = make_path(&s, "stranger", &[]); // has contents, never registered
     let ok = make_path(&s, "ok", &[]);
     let bad = make_path(&s, "bad", &[&stranger.path]);
-    let err = s
-        .register_valid_paths(&[ok.clone(), bad], &no_outputs())
-        .unwrap_err();
+    let err = s.register_valid_paths(&[ok.clone(), bad]).unwrap_err();
     assert!(matches!(err, StoreError::InvalidReference { .. }), "{err}");
     assert!(err.to_string().contains("stranger"));
     assert!(
@@ -161,9 +156,7 @@ fn a_bad_set_registers_nothing() {
     let mut x = make_path(&s, "x", &[]);
     let y = make_path(&s, "y", &[&x.path]);
     x.references.insert(y.path.clone());
-    let err = s
-        .register_valid_paths(&[x.clone(), y], &no_outputs())
-        .unwrap_err();
+    let err = s.register_valid_paths(&[x.clone(), y]).unwrap_err();
     assert!(matches!(err, StoreError::Cycle { .. }), "{err}");
     assert!(!s.is_valid(&x.path).unwrap());
 
@@ -172,38 +165,71 @@ fn a_bad_set_registers_nothing() {
         sha256(b""),
         1,
     );
-    let err = s.register_valid_paths(&[ghost], &no_outputs()).unwrap_err();
+    let err = s.register_valid_paths(&[ghost]).unwrap_err();
     assert!(err.to_string().contains("has no contents"), "{err}");
+}
+
+/// A real two-output derivation, written with `add_text_to_store` as nix-instantiate would.
+fn hello_drv(s: &LocalStore) -> (StorePath, Derivation) {
+    let mut drv = Derivation {
+        system: "x86_64-linux".into(),
+        builder: "/bin/sh".into(),
+        args: vec!["-c".into(), "echo hi > $out; echo dev > $dev".into()],
+        ..Default::default()
+    };
+    drv.env.insert("name".into(), "hello".into());
+    drv.env.insert("builder".into(), "/bin/sh".into());
+    drv.env.insert("system".into(), "x86_64-linux".into());
+    let outputs = NewOutputs::InputAddressed(["out".to_owned(), "dev".to_owned()].into());
+    let drv_path = drv
+        .fill_in_outputs(
+            s.store_dir(),
+            "hello",
+            &outputs,
+            &mut DrvHashes::new(),
+            |p: &StorePath| Err::<Derivation, _>(format!("no input {p}")),
+        )
+        .unwrap();
+    let written = s
+        .add_text_to_store("hello.drv", &drv.to_aterm(s.store_dir()), &drv.references())
+        .unwrap();
+    assert_eq!(written, drv_path);
+    (drv_path, drv)
 }
 
 #[test]
 fn derivation_outputs_and_derivers() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
-    let out = make_path(&s, "hello", &[]);
-    let mut dev = make_path(&s, "hello-dev", &[&out.path]);
-    let drv = make_path(&s, "hello.drv", &[]);
-    dev.deriver = Some(drv.path.clone());
-    let outputs: BTreeMap<String, StorePath> = [
-        ("out".to_owned(), out.path.clone()),
-        ("dev".to_owned(), dev.path.clone()),
-    ]
-    .into();
-    s.register_valid_paths(
-        std::slice::from_ref(&drv),
-        &[(drv.path.clone(), outputs.clone())].into(),
-    )
-    .unwrap();
-    assert_eq!(s.query_derivation_outputs(&drv.path).unwrap(), outputs);
+    let (drv_path, drv) = hello_drv(&s);
+    let outputs: BTreeMap<String, StorePath> = drv
+        .output_paths()
+        .into_iter()
+        .map(|(n, p)| (n.to_owned(), p.unwrap().clone()))
+        .collect();
+    assert_eq!(s.query_derivation_outputs(&drv_path).unwrap(), outputs);
+    assert_eq!(s.derivation_output_paths(&drv_path).unwrap(), outputs);
+    let out_path = outputs["out"].clone();
     assert_eq!(
-        s.query_valid_derivers(&out.path).unwrap(),
-        [drv.path.clone()].into()
+        s.query_valid_derivers(&out_path).unwrap(),
+        [drv_path.clone()].into()
     );
-    s.register_valid_paths(&[out.clone(), dev.clone()], &no_outputs())
-        .unwrap();
+    // "Build" the outputs: contents in place, registered with the deriver.
+    let mut infos = Vec::new();
+    for (name, p) in &outputs {
+        std::fs::write(s.real_path(p), name).unwrap();
+        let mut info = PathInfo::new(p.clone(), sha256(name.as_bytes()), 64);
+        info.deriver = Some(drv_path.clone());
+        if name == "dev" {
+            info.references.insert(out_path.clone());
+        }
+        infos.push(info);
+    }
+    s.register_valid_paths(&infos).unwrap();
+    let dev_path = outputs["dev"].clone();
     let with_outputs = s
         .compute_fs_closure(
-            [drv.path.clone()],
+            [drv_path.clone()],
             ClosureFlags {
                 include_outputs: true,
                 ..Default::default()
@@ -212,21 +238,36 @@ fn derivation_outputs_and_derivers() {
         .unwrap();
     assert_eq!(
         with_outputs,
-        [drv.path.clone(), out.path.clone(), dev.path.clone()].into()
+        [drv_path.clone(), out_path.clone(), dev_path.clone()].into()
     );
     let with_derivers = s
         .compute_fs_closure(
-            [dev.path.clone()],
+            [dev_path.clone()],
             ClosureFlags {
                 include_derivers: true,
                 ..Default::default()
             },
         )
         .unwrap();
-    assert_eq!(
-        with_derivers,
-        [drv.path.clone(), out.path.clone(), dev.path.clone()].into()
+    assert_eq!(with_derivers, [drv_path, out_path, dev_path].into());
+}
+
+#[test]
+fn a_derivation_with_wrong_output_paths_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let (_, mut drv) = hello_drv(&s);
+    // Point "out" somewhere else: the registration must notice, as Nix's does.
+    let bogus = StorePath::from_base_name("33333333333333333333333333333333-hello").unwrap();
+    drv.outputs.insert(
+        "out".into(),
+        DerivationOutput::InputAddressed(bogus.clone()),
     );
+    drv.env.insert("out".into(), s.print(&bogus).into());
+    let e = s
+        .add_text_to_store("hello.drv", &drv.to_aterm(s.store_dir()), &drv.references())
+        .unwrap_err();
+    assert!(e.to_string().contains("incorrect output"), "{e}");
 }
 
 #[test]
@@ -235,8 +276,7 @@ fn deletion_respects_referrers() {
     let s = store(dir.path());
     let lib = make_path(&s, "lib", &[]);
     let app = make_path(&s, "app", &[&lib.path]);
-    s.register_valid_paths(&[lib.clone(), app.clone()], &no_outputs())
-        .unwrap();
+    s.register_valid_paths(&[lib.clone(), app.clone()]).unwrap();
     let err = s.delete_path(&lib.path).unwrap_err();
     assert!(matches!(err, StoreError::PathInUse { .. }), "{err}");
     assert!(err.to_string().contains("app"));
@@ -292,8 +332,7 @@ fn a_corrupt_row_is_reported_with_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
     let p = make_path(&s, "row", &[]);
-    s.register_valid_paths(std::slice::from_ref(&p), &no_outputs())
-        .unwrap();
+    s.register_valid_paths(std::slice::from_ref(&p)).unwrap();
     let conn = rusqlite::Connection::open(dir.path().join("nix/var/nix/db/db.sqlite")).unwrap();
     conn.execute("update ValidPaths set hash = 'sha256:zz'", [])
         .unwrap();
@@ -328,7 +367,7 @@ fn concurrent_registrations_of_overlapping_sets_lose_nothing() {
                         info.references
                             .retain(|r| keep.contains(r) || s.is_valid(r).unwrap());
                     }
-                    s.register_valid_paths(&batch, &no_outputs()).unwrap();
+                    s.register_valid_paths(&batch).unwrap();
                 }
             })
         })

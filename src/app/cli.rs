@@ -34,4 +34,12 @@ pub enum Command {
     ShowDerivation(plumbing::drv::ShowDerivationArgs),
     /// Compute a store path (text, source, fixed-output or derivation output).
     StorePath(plumbing::drv::StorePathArgs),
+    /// Query the store (like `nix-store --query`).
+    Query(plumbing::store::QueryArgs),
+    /// Add files or directories to the store by content (like `nix-store --add`).
+    Add(plumbing::store::AddArgs),
+    /// Check the store's consistency (like `nix-store --verify`).
+    Verify(plumbing::store::VerifyArgs),
+    /// Print the build log of a derivation or output path (like `nix-store --read-log`).
+    Log(plumbing::store::LogArgs),
 }

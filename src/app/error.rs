@@ -30,6 +30,8 @@ pub enum AppError {
     #[error(transparent)]
     Hash(#[from] HashError),
     #[error(transparent)]
+    Store(#[from] crate::engine::store::StoreError),
+    #[error(transparent)]
     StorePath(#[from] StorePathError),
     #[error(transparent)]
     Nar(#[from] NarError),

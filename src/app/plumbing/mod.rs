@@ -3,6 +3,7 @@
 
 pub mod drv;
 pub mod nar;
+pub mod store;
 
 use super::AppError;
 use super::cli::Command;
@@ -16,6 +17,10 @@ pub fn run(command: &Command) -> Option<Result<(), AppError>> {
         Command::Restore(args) => nar::restore(args),
         Command::ShowDerivation(args) => drv::show_derivation(args),
         Command::StorePath(args) => drv::store_path(args),
+        Command::Query(args) => store::query(args),
+        Command::Add(args) => store::add(args),
+        Command::Verify(args) => store::verify(args),
+        Command::Log(args) => store::log(args),
         Command::Demo => return None,
     })
 }

@@ -36,7 +36,7 @@ pub struct HashArgs {
     pub paths: Vec<PathBuf>,
 }
 
-fn parse_algo(s: &str) -> Result<HashAlgo, String> {
+pub fn parse_algo(s: &str) -> Result<HashAlgo, String> {
     s.parse()
         .map_err(|e: crate::engine::format::hash::HashError| e.to_string())
 }

@@ -76,9 +76,7 @@ impl LocalStore {
         references: &BTreeSet<StorePath>,
     ) -> Result<StorePath, StoreError> {
         let hash = sha256(contents);
-        let path = self
-            .store_dir()
-            .make_text_path(name, &hash, references)?;
+        let path = self.store_dir().make_text_path(name, &hash, references)?;
         let nar = NarNode::file(contents.to_vec()).nar_hash(HashAlgo::Sha256);
         self.install(
             &path,
@@ -118,7 +116,7 @@ impl LocalStore {
             let mut info = PathInfo::new(path.clone(), nar_hash, nar_size);
             info.references = references;
             info.ca = Some(ca);
-            self.register_valid_paths(&[info], &Default::default())?;
+            self.register_valid_paths(&[info])?;
         }
         lock.set_deletion(true);
         Ok(())
@@ -129,10 +127,10 @@ impl LocalStore {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p = self.config().real_store_dir.join(format!(
-            ".drover-{what}-{}-{n}",
-            std::process::id()
-        ));
+        let p = self
+            .config()
+            .real_store_dir
+            .join(format!(".drover-{what}-{}-{n}", std::process::id()));
         canon::delete_path(&p)?;
         Ok(p)
     }
@@ -215,7 +213,10 @@ fn copy_tree_hashing(
             &mut Tee(&mut writer, Tee(&mut ca_hasher, &mut nar_hasher)),
         );
         drop(writer);
-        (dumped, restorer.join().expect("restore thread does not panic"))
+        (
+            dumped,
+            restorer.join().expect("restore thread does not panic"),
+        )
     });
     let nar_size = dumped.map_err(|e| StoreError::Nar(Box::new(e)))?;
     restored.map_err(|e| StoreError::Nar(Box::new(e)))?;

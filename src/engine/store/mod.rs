@@ -6,6 +6,7 @@
 //! A [`LocalStore`] is `Sync`: the database connection sits behind a mutex, and every
 //! operation is synchronous (the async driver calls it from blocking threads).
 
+pub mod add;
 pub mod canon;
 pub mod closure;
 pub mod config;
@@ -24,9 +25,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use thiserror::Error;
 
+use crate::engine::format::derivation::{Derivation, DerivationError, DrvHashes};
 use crate::engine::format::store_path::StorePathError;
 use crate::engine::format::{ContentAddress, Hash, StoreDir, StorePath};
 
+pub use add::VerifyReport;
 pub use closure::ClosureFlags;
 pub use config::{EnvOverrides, StoreConfig};
 pub use locks::{LockHolder, PathLocks, TryLock};
@@ -79,6 +82,18 @@ pub enum StoreError {
     Canon(#[from] canon::CanonError),
     #[error(transparent)]
     Lock(#[from] locks::LockError),
+    #[error(transparent)]
+    Nar(Box<crate::engine::format::nar::NarError>),
+    #[error("derivation '{path}': {source}")]
+    Derivation {
+        path: String,
+        source: Box<DerivationError>,
+    },
+    #[error(
+        "cannot use the output path '{output}' of derivation '{drv}' before it is built \
+         (floating content-addressed output)"
+    )]
+    UnknownOutputPath { drv: String, output: String },
 }
 
 impl StoreError {
@@ -133,6 +148,9 @@ pub struct LocalStore {
     /// only to upgrade the schema).
     _big_lock: File,
     temp_roots: Mutex<TempRoots>,
+    /// Hashes modulo of derivations already checked, so checking many `.drv` files that share
+    /// inputs stays linear.
+    drv_hashes: Mutex<DrvHashes>,
 }
 
 impl LocalStore {
@@ -183,6 +201,7 @@ impl LocalStore {
             config,
             db: Mutex::new(db),
             _big_lock: big_lock,
+            drv_hashes: Mutex::new(DrvHashes::new()),
         })
     }
 
@@ -312,14 +331,10 @@ impl LocalStore {
     }
 
     /// Registers paths whose contents are already in place, in one transaction: their
-    /// references may be valid already or be among `infos`, in any order. `drv_outputs` gives
-    /// the output map of each `.drv` among them. The store's file system is synced first, so
-    /// a valid path never has contents that a crash could lose.
-    pub fn register_valid_paths(
-        &self,
-        infos: &[PathInfo],
-        drv_outputs: &BTreeMap<StorePath, BTreeMap<String, StorePath>>,
-    ) -> Result<(), StoreError> {
+    /// references may be valid already or be among `infos`, in any order. A `.drv` among
+    /// them is parsed and its output paths checked (as Nix does) and recorded. The store's
+    /// file system is synced first, so a valid path never has contents a crash could lose.
+    pub fn register_valid_paths(&self, infos: &[PathInfo]) -> Result<(), StoreError> {
         if infos.is_empty() {
             return Ok(());
         }
@@ -340,6 +355,17 @@ impl LocalStore {
                 });
             }
         }
+        let mut drv_outputs = BTreeMap::new();
+        for info in infos.iter().filter(|i| i.path.is_derivation()) {
+            let drv = self.read_derivation(&info.path)?;
+            self.check_derivation_outputs(&info.path, &drv)?;
+            let outputs: BTreeMap<String, StorePath> = drv
+                .output_paths()
+                .into_iter()
+                .filter_map(|(name, p)| Some((name.to_owned(), p?.clone())))
+                .collect();
+            drv_outputs.insert(info.path.clone(), outputs);
+        }
         self.sync_store_fs()?;
         let no_outputs = BTreeMap::new();
         let regs: Vec<Registration<'_>> = infos
@@ -350,6 +376,50 @@ impl LocalStore {
             })
             .collect();
         self.db().register(&regs, now_seconds())
+    }
+
+    /// Reads and parses a `.drv` file from the store (valid or not).
+    pub fn read_derivation(&self, drv: &StorePath) -> Result<Derivation, StoreError> {
+        let real = self.real_path(drv);
+        let bytes = std::fs::read(&real).map_err(StoreError::io("reading derivation", &real))?;
+        Derivation::parse(&bytes, self.store_dir()).map_err(|e| StoreError::Derivation {
+            path: self.print(drv),
+            source: Box::new(e),
+        })
+    }
+
+    /// Checks that a derivation's output paths are the ones Nix computes for it.
+    fn check_derivation_outputs(
+        &self,
+        path: &StorePath,
+        drv: &Derivation,
+    ) -> Result<(), StoreError> {
+        let mut hashes = self.drv_hashes.lock().unwrap_or_else(|e| e.into_inner());
+        drv.check_outputs(self.store_dir(), path, &mut hashes, |input: &StorePath| {
+            self.read_derivation(input)
+        })
+        .map_err(|e| StoreError::Derivation {
+            path: self.print(path),
+            source: Box::new(e),
+        })
+    }
+
+    /// Output name → path of a derivation, read from its `.drv` file.
+    pub fn derivation_output_paths(
+        &self,
+        drv: &StorePath,
+    ) -> Result<BTreeMap<String, StorePath>, StoreError> {
+        let d = self.read_derivation(drv)?;
+        d.output_paths()
+            .into_iter()
+            .map(|(name, p)| match p {
+                Some(p) => Ok((name.to_owned(), p.clone())),
+                None => Err(StoreError::UnknownOutputPath {
+                    drv: self.print(drv),
+                    output: name.to_owned(),
+                }),
+            })
+            .collect()
     }
 
     /// Flushes the store's file system, so that registered contents survive a crash.
