@@ -42,4 +42,7 @@ pub enum Command {
     Verify(plumbing::store::VerifyArgs),
     /// Print the build log of a derivation or output path (like `nix-store --read-log`).
     Log(plumbing::store::LogArgs),
+    /// Copy derivations and their closure from another store (e.g. the real /nix/store where
+    /// nix-instantiate wrote them), verifying every path.
+    ImportDrv(plumbing::store::ImportDrvArgs),
 }

@@ -21,6 +21,7 @@ pub fn run(command: &Command) -> Option<Result<(), AppError>> {
         Command::Add(args) => store::add(args),
         Command::Verify(args) => store::verify(args),
         Command::Log(args) => store::log(args),
+        Command::ImportDrv(args) => store::import_drv(args),
         Command::Demo => return None,
     })
 }

@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::app::AppError;
 use crate::engine::format::{HashAlgo, IngestionMethod, StorePath};
+use crate::engine::store::import::SourceStore;
 use crate::engine::store::{ClosureFlags, EnvOverrides, LocalStore, StoreConfig};
 
 /// The `--store` option shared by store commands.
@@ -92,6 +93,18 @@ pub struct VerifyArgs {
     /// Recompute the NAR hash of every valid path.
     #[arg(long)]
     pub check_contents: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportDrvArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The store to copy from (default `local`: the real /nix, where nix-instantiate writes).
+    #[arg(long, value_name = "STORE", default_value = "local")]
+    pub from: String,
+    /// The `.drv` paths to import with their closures.
+    #[arg(required = true)]
+    pub drvs: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +277,25 @@ pub fn verify(args: &VerifyArgs) -> Result<(), AppError> {
     } else {
         Err(AppError::Usage("not all store errors were fixed".into()))
     }
+}
+
+pub fn import_drv(args: &ImportDrvArgs) -> Result<(), AppError> {
+    let store = args.store.open()?;
+    let env = EnvOverrides::from_env();
+    let source = SourceStore::open(StoreConfig::parse(Some(&args.from), &env)?);
+    let mut drvs = Vec::new();
+    for d in &args.drvs {
+        let p = follow_links_to_store_path(&store, d)?;
+        if !p.is_derivation() {
+            return Err(AppError::Usage(format!(
+                "'{}' is not a derivation",
+                store.print(&p)
+            )));
+        }
+        drvs.push(p);
+    }
+    store.import_derivation_closure(&source, &drvs)?;
+    print_lines(drvs.iter().map(|d| store.print(d)))
 }
 
 pub fn log(args: &LogArgs) -> Result<(), AppError> {

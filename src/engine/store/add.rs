@@ -196,22 +196,19 @@ pub struct VerifyReport {
     pub errors: Vec<String>,
 }
 
-/// Copies a tree by streaming its NAR into a restore at `dest`, hashing the NAR with `algo`
-/// (and sha256 for the registration when `algo` is not sha256).
-fn copy_tree_hashing(
+/// Copies the object at `src` to `dest` by streaming its NAR into a restore (one read of the
+/// source, no temporary archive); every NAR byte also goes to `tap`. Returns the NAR's sha256
+/// and size.
+pub(super) fn copy_through_nar(
     src: &Path,
     dest: &Path,
-    algo: HashAlgo,
-) -> Result<(Hash, Option<(Hash, u64)>), StoreError> {
+    tap: &mut dyn Write,
+) -> Result<(Hash, u64), StoreError> {
     let (reader, mut writer) = io::pipe().map_err(StoreError::io("creating a pipe for", src))?;
-    let mut ca_hasher = Hasher::new(algo);
     let mut nar_hasher = Hasher::new(HashAlgo::Sha256);
     let (dumped, restored) = std::thread::scope(|s| {
         let restorer = s.spawn(move || nar::restore(reader, dest));
-        let dumped = nar::dump_path(
-            src,
-            &mut Tee(&mut writer, Tee(&mut ca_hasher, &mut nar_hasher)),
-        );
+        let dumped = nar::dump_path(src, &mut Tee(&mut writer, Tee(&mut nar_hasher, tap)));
         drop(writer);
         (
             dumped,
@@ -220,8 +217,18 @@ fn copy_tree_hashing(
     });
     let nar_size = dumped.map_err(|e| StoreError::Nar(Box::new(e)))?;
     restored.map_err(|e| StoreError::Nar(Box::new(e)))?;
-    let ca_hash = ca_hasher.finish();
-    Ok((ca_hash, Some((nar_hasher.finish(), nar_size))))
+    Ok((nar_hasher.finish(), nar_size))
+}
+
+/// Copies a tree to `dest`, hashing its NAR with `algo` for the content address.
+fn copy_tree_hashing(
+    src: &Path,
+    dest: &Path,
+    algo: HashAlgo,
+) -> Result<(Hash, Option<(Hash, u64)>), StoreError> {
+    let mut ca_hasher = Hasher::new(algo);
+    let nar = copy_through_nar(src, dest, &mut ca_hasher)?;
+    Ok((ca_hasher.finish(), Some(nar)))
 }
 
 /// Copies a regular file to `dest`, hashing its contents with `algo`.

@@ -99,6 +99,27 @@ impl Db {
         Ok(db)
     }
 
+    /// Opens another store's database for reading only (nothing is created or changed).
+    pub fn open_read_only(path: &Path, store_dir: StoreDir) -> Result<Db, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Sqlite {
+            db: path.to_owned(),
+            context: "opening the database read-only".into(),
+            source: e,
+        })?;
+        let db = Db {
+            conn,
+            path: path.to_owned(),
+            store_dir,
+        };
+        db.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| db.err("setting the busy timeout", e))?;
+        Ok(db)
+    }
+
     fn configure(&self, create: bool) -> Result<(), StoreError> {
         let c = &self.conn;
         c.busy_timeout(BUSY_TIMEOUT)

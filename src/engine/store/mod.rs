@@ -12,6 +12,7 @@ pub mod closure;
 pub mod config;
 pub mod db;
 pub mod drover_db;
+pub mod import;
 pub mod locks;
 pub mod logs;
 pub mod temproots;
@@ -84,6 +85,8 @@ pub enum StoreError {
     Lock(#[from] locks::LockError),
     #[error(transparent)]
     Nar(Box<crate::engine::format::nar::NarError>),
+    #[error("cannot import '{path}': {detail}")]
+    ImportMismatch { path: String, detail: String },
     #[error("derivation '{path}': {source}")]
     Derivation {
         path: String,
