@@ -47,6 +47,8 @@ pub enum DerivationError {
         offset: usize,
         source: StorePathError,
     },
+    #[error("the {what} at offset {offset} has a backslash, but Nix writes it verbatim")]
+    Escaped { what: &'static str, offset: usize },
     #[error("bad output name '{name}' at offset {offset}")]
     BadOutputName { name: String, offset: usize },
     #[error("{what} '{item}' at offset {offset} is out of order or repeated")]

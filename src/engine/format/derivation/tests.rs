@@ -142,6 +142,12 @@ fn errors_name_what_and_where() {
         }
     ));
 
+    let e = parse_err(r#"Derive([("out","","","")],[],[],"x\"y","/b",[],[])"#);
+    assert_eq!(
+        e.to_string(),
+        "the system at offset 32 has a backslash, but Nix writes it verbatim"
+    );
+
     let e = parse_err(r#"Derive([("out","","","")],[],[],"x","/b",[],[]))"#);
     assert_eq!(
         e.to_string(),
