@@ -257,6 +257,19 @@ pub fn hash_placeholder(output: &str) -> String {
     )
 }
 
+/// The placeholder Nix puts in a dependent's strings for output `output` of the derivation
+/// `drv_path` when that output's path is not known yet (a floating or impure input): `/` and
+/// the base-32 sha256 of `nix-upstream-output:<drv hash part>:<output path name>`.
+pub fn downstream_placeholder(drv_path: &StorePath, output: &str) -> String {
+    let drv_name = drv_path.drv_name().unwrap_or(drv_path.name());
+    let clear_text = format!(
+        "nix-upstream-output:{}:{}",
+        drv_path.hash_part(),
+        output_path_name(drv_name, output)
+    );
+    format!("/{}", sha256(clear_text.as_bytes()).to_base32())
+}
+
 impl Derivation {
     /// Parses a `.drv` file's ATerm; every path must be a valid store path of `store_dir`.
     pub fn parse(bytes: &[u8], store_dir: &StoreDir) -> Result<Derivation, DerivationError> {

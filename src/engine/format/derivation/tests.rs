@@ -341,6 +341,19 @@ fn placeholder_matches_nix() {
     );
 }
 
+#[test]
+fn downstream_placeholder_matches_nix() {
+    // `${a.dev}` of the floating `ca.drv` below, as instantiated by Nix 2.8 with
+    // `--extra-experimental-features ca-derivations`: derivation { name = "ca"; system = "x";
+    // builder = "/bin/sh"; __contentAddressed = true; outputs = [ "out" "dev" ];
+    // outputHashAlgo = "sha1"; }
+    let ca = path("ndaihn1kbymwlxxd6fyln7fsivciil8i-ca.drv");
+    assert_eq!(
+        downstream_placeholder(&ca, "dev"),
+        "/0ji5drwj8cn59jsw4wnna5japm2w9lw9pc73n5133ldiygn7m5kd"
+    );
+}
+
 /// `derivation { name = "t1"; system = "x"; builder = "/bin/sh"; outputs = [ "out" "dev" ];
 /// e = "a\"b\\c\nd\te\r${"$"}{"; }`, instantiated by Nix 2.8.
 fn new_t1() -> (Derivation, BTreeSet<String>) {
