@@ -27,7 +27,7 @@ pub struct ShowDerivationArgs {
     pub aterm: bool,
     /// Also show the input derivations, recursively, read from the store directory (or
     /// `--store-root`).
-    #[arg(long, short = 'r')]
+    #[arg(long, short = 'r', conflicts_with = "aterm")]
     pub recursive: bool,
     #[arg(long, default_value = "/nix/store", help = STORE_DIR_HELP)]
     pub store_dir: String,
@@ -35,7 +35,8 @@ pub struct ShowDerivationArgs {
     /// store); defaults to the store directory.
     #[arg(long)]
     pub store_root: Option<PathBuf>,
-    /// The `.drv` files.
+    /// The `.drv` files: one directly in the store directory is shown under that path, any
+    /// other under the path computed from its contents (JSON keys are sorted, as Nix does).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
 }

@@ -6,8 +6,8 @@
 //! and the system verbatim; reading, `\n`, `\r`, `\t` are control characters and `\x` is `x`
 //! for any other byte. The printer reproduces Nix's bytes exactly, so printing a parsed
 //! Nix-written `.drv` gives the file back. The parser is stricter than Nix's where Nix would
-//! silently lose data: lists must be well formed, maps and sets sorted without repeats,
-//! nothing may follow the final `)`.
+//! silently lose or change data: lists must be well formed, maps and sets sorted without
+//! repeats, the verbatim system free of `\`, and nothing may follow the final `)`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,7 +74,7 @@ pub(super) fn parse(input: &[u8], store_dir: &StoreDir) -> Result<Derivation> {
     })?;
 
     p.comma()?;
-    drv.system = p.string()?.into_owned().into();
+    drv.system = p.verbatim("system")?.into();
     p.comma()?;
     drv.builder = p.string()?.into_owned().into();
 
@@ -206,6 +206,16 @@ impl<'a> Parser<'a> {
                 other => other,
             });
             i = stop + 2;
+        }
+    }
+
+    /// A string of a field Nix writes without escaping: it cannot contain escapes (nor,
+    /// therefore, `"` or `\`), or printing it again would change it.
+    fn verbatim(&mut self, what: &'static str) -> Result<Vec<u8>> {
+        let offset = self.pos;
+        match self.string()? {
+            Cow::Borrowed(s) => Ok(s.to_vec()),
+            Cow::Owned(_) => Err(DerivationError::Escaped { what, offset }),
         }
     }
 

@@ -47,6 +47,8 @@ pub enum DerivationError {
         offset: usize,
         source: StorePathError,
     },
+    #[error("the {what} at offset {offset} has a backslash, but Nix writes it verbatim")]
+    Escaped { what: &'static str, offset: usize },
     #[error("bad output name '{name}' at offset {offset}")]
     BadOutputName { name: String, offset: usize },
     #[error("{what} '{item}' at offset {offset} is out of order or repeated")]
@@ -253,6 +255,19 @@ pub fn hash_placeholder(output: &str) -> String {
         "/{}",
         sha256(format!("nix-output:{output}").as_bytes()).to_base32()
     )
+}
+
+/// The placeholder Nix puts in a dependent's strings for output `output` of the derivation
+/// `drv_path` when that output's path is not known yet (a floating or impure input): `/` and
+/// the base-32 sha256 of `nix-upstream-output:<drv hash part>:<output path name>`.
+pub fn downstream_placeholder(drv_path: &StorePath, output: &str) -> String {
+    let drv_name = drv_path.drv_name().unwrap_or(drv_path.name());
+    let clear_text = format!(
+        "nix-upstream-output:{}:{}",
+        drv_path.hash_part(),
+        output_path_name(drv_name, output)
+    );
+    format!("/{}", sha256(clear_text.as_bytes()).to_base32())
 }
 
 impl Derivation {

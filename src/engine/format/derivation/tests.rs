@@ -142,6 +142,12 @@ fn errors_name_what_and_where() {
         }
     ));
 
+    let e = parse_err(r#"Derive([("out","","","")],[],[],"x\"y","/b",[],[])"#);
+    assert_eq!(
+        e.to_string(),
+        "the system at offset 32 has a backslash, but Nix writes it verbatim"
+    );
+
     let e = parse_err(r#"Derive([("out","","","")],[],[],"x","/b",[],[]))"#);
     assert_eq!(
         e.to_string(),
@@ -332,6 +338,19 @@ fn placeholder_matches_nix() {
     assert_eq!(
         hash_placeholder("out"),
         "/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9"
+    );
+}
+
+#[test]
+fn downstream_placeholder_matches_nix() {
+    // `${a.dev}` of the floating `ca.drv` below, as instantiated by Nix 2.8 with
+    // `--extra-experimental-features ca-derivations`: derivation { name = "ca"; system = "x";
+    // builder = "/bin/sh"; __contentAddressed = true; outputs = [ "out" "dev" ];
+    // outputHashAlgo = "sha1"; }
+    let ca = path("ndaihn1kbymwlxxd6fyln7fsivciil8i-ca.drv");
+    assert_eq!(
+        downstream_placeholder(&ca, "dev"),
+        "/0ji5drwj8cn59jsw4wnna5japm2w9lw9pc73n5133ldiygn7m5kd"
     );
 }
 
