@@ -813,6 +813,11 @@ fn store_path_cli_matches_nix_store_add() {
         ]),
         nix_store(&["--add"], &tree)
     );
+    // The same path from the tree itself, like a Nix path literal.
+    assert_eq!(
+        drover(&["store-path", "--type", "source", tree.to_str().unwrap()]),
+        nix_store(&["--add"], &tree)
+    );
 
     let eval = |expr: &str| {
         let out = run(nix_command("nix-instantiate")

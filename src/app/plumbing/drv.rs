@@ -72,13 +72,14 @@ pub enum Method {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   drover store-path --type text --name builder.sh --ref /nix/store/…-dep FILE
+  drover store-path --type source ./src            (like a Nix path literal ./src)
   drover store-path --type source --name src --hash sha256:<nar hash>
   drover store-path --type fixed --method recursive --hash sha256-<base64> --name foo
   drover store-path --type drv FILE.drv
   drover store-path --type output --output dev FILE.drv
 
-Hashes are `algo:<base16|base32|base64>` or SRI `algo-<base64>`. `--type source` takes the
-NAR hash of the tree (e.g. from `nix-hash --type sha256 PATH`).")]
+Hashes are `algo:<base16|base32|base64>` or SRI `algo-<base64>`. `--type source` hashes FILE
+(a file or directory, named after it unless --name) or takes its NAR sha256 from --hash.")]
 pub struct StorePathArgs {
     #[arg(long = "type", value_enum)]
     pub path_type: PathType,
@@ -105,7 +106,8 @@ pub struct StorePathArgs {
     /// Where input derivations are read from (output); defaults to the store directory.
     #[arg(long)]
     pub store_root: Option<PathBuf>,
-    /// The file (text: its contents, `-` for standard input; drv, output: the `.drv`).
+    /// The file (text: its contents, `-` for standard input; source: the file or directory;
+    /// drv, output: the `.drv`).
     pub file: Option<PathBuf>,
 }
 
@@ -192,16 +194,31 @@ pub fn store_path(args: &StorePathArgs) -> Result<(), AppError> {
             lines.push(store_dir.compute_text_path(name()?, &contents, &refs)?);
         }
         PathType::Source => {
-            let hash = hash()?;
+            // The NAR sha256 comes from --hash, or from hashing FILE (a path literal).
+            let (hash, file_name) = match (&args.hash, &args.file) {
+                (None, Some(path)) => {
+                    let (h, _) = crate::engine::format::nar::hash_path(path, HashAlgo::Sha256)?;
+                    (
+                        h,
+                        path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    )
+                }
+                _ => (hash()?, None),
+            };
             if hash.algo() != HashAlgo::Sha256 {
                 return Err(AppError::Usage(
                     "--type source needs the sha256 of the NAR".into(),
                 ));
             }
+            let name = match (&args.name, file_name) {
+                (Some(n), _) => n.clone(),
+                (None, Some(n)) => n,
+                (None, None) => name()?.to_owned(),
+            };
             lines.push(store_dir.make_fixed_output_path(
                 IngestionMethod::Recursive,
                 &hash,
-                name()?,
+                &name,
                 &refs,
                 args.self_ref,
             )?);
