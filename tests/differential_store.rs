@@ -379,3 +379,31 @@ fn concurrent_drover_processes_lose_nothing() {
     );
     assert!(verify.is_empty());
 }
+
+#[test]
+fn temp_roots_protect_paths_from_nix_garbage_collection() {
+    if !common::require_nix() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    let root_s = root.to_str().unwrap();
+    let store = LocalStore::open(StoreConfig::chroot(&root)).unwrap();
+    // Adding makes the path a temp root of this process; nothing else refers to it.
+    let kept = store
+        .add_text_to_store("kept", b"in use by drover", &BTreeSet::new())
+        .unwrap();
+    nix("nix-store", &["--store", root_s, "--gc"]);
+    assert!(
+        store.is_valid(&kept).unwrap(),
+        "Nix's GC honoured the temp root"
+    );
+    assert!(store.real_path(&kept).exists());
+    drop(store);
+    nix("nix-store", &["--store", root_s, "--gc"]);
+    let store = LocalStore::open(StoreConfig::chroot(&root)).unwrap();
+    assert!(
+        !store.is_valid(&kept).unwrap(),
+        "without the root it is garbage"
+    );
+}

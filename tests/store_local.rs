@@ -379,3 +379,119 @@ fn concurrent_registrations_of_overlapping_sets_lose_nothing() {
     let valid = s.query_all_valid_paths().unwrap();
     assert_eq!(valid.len(), 200);
 }
+
+#[test]
+fn leftovers_of_a_crash_are_replaced_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), "the real contents").unwrap();
+    let expected = s
+        .store_dir()
+        .parse(
+            &String::from_utf8(
+                std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+                    .args(["store-path", "--type", "source", src.to_str().unwrap()])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap()
+            .trim(),
+        )
+        .unwrap();
+    // A previous run wrote half the contents and died before registering.
+    let real = s.real_path(&expected);
+    std::fs::create_dir(&real).unwrap();
+    std::fs::write(real.join("f"), "half").unwrap();
+    assert!(!s.is_valid(&expected).unwrap());
+    let added = s
+        .add_to_store(
+            &src,
+            None,
+            drover::engine::format::IngestionMethod::Recursive,
+            drover::engine::format::HashAlgo::Sha256,
+        )
+        .unwrap();
+    assert_eq!(added, expected);
+    assert_eq!(
+        std::fs::read_to_string(real.join("f")).unwrap(),
+        "the real contents"
+    );
+    assert_eq!(s.verify(true).unwrap(), Default::default());
+}
+
+#[test]
+fn verify_reports_modified_and_vanished_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let src = dir.path().join("x");
+    std::fs::write(&src, "x").unwrap();
+    let flat = drover::engine::format::IngestionMethod::Flat;
+    let sha = drover::engine::format::HashAlgo::Sha256;
+    let p = s.add_to_store(&src, None, flat, sha).unwrap();
+    let gone = s
+        .add_text_to_store("gone", b"bye", &BTreeSet::new())
+        .unwrap();
+    let real = s.real_path(&p);
+    std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&real, "tampered").unwrap();
+    std::fs::remove_file(s.real_path(&gone)).unwrap();
+    let report = s.verify(true).unwrap();
+    assert_eq!(report.removed, vec![s.print(&gone)]);
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert!(report.errors[0].contains("was modified"), "{report:?}");
+    assert!(!s.is_valid(&gone).unwrap());
+}
+
+#[test]
+fn an_unusable_store_location_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::write(&root, "a file where the store should be").unwrap();
+    let e = LocalStore::open(StoreConfig::chroot(&root))
+        .err()
+        .expect("cannot create a store inside a file");
+    assert!(e.to_string().contains(root.to_str().unwrap()), "{e}");
+}
+
+#[test]
+fn a_derivation_that_does_not_parse_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let e = s
+        .add_text_to_store("broken.drv", b"Derive([(\"out\"", &BTreeSet::new())
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("broken.drv") && msg.contains("offset"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn temp_roots_are_written_as_nix_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let a = StorePath::from_base_name("44444444444444444444444444444444-a").unwrap();
+    let b = StorePath::from_base_name("55555555555555555555555555555555-b").unwrap();
+    s.add_temp_root(&a).unwrap();
+    s.add_temp_root(&b).unwrap();
+    let file = dir
+        .path()
+        .join("nix/var/nix/temproots")
+        .join(std::process::id().to_string());
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        format!("{}\0{}\0", s.print(&a), s.print(&b)).into_bytes()
+    );
+    // The collector may only take the lock of a dead process.
+    let other = std::fs::File::open(&file).unwrap();
+    assert!(
+        other.try_lock().is_err(),
+        "the roots file is locked while we live"
+    );
+    drop(s);
+    assert!(!file.exists(), "removed when the store is closed");
+}
