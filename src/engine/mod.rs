@@ -1,3 +1,5 @@
 //! Everything Nix means: formats, the store, the scheduler and the builds.
 
+pub mod api;
 pub mod format;
+pub mod scheduler;
