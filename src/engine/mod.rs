@@ -3,3 +3,4 @@
 pub mod api;
 pub mod format;
 pub mod scheduler;
+pub mod sim;

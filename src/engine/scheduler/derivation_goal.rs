@@ -9,6 +9,10 @@
 //! build, and `buildDone` (classify the outcome, repeat rounds). Repair mode adds
 //! `repairClosure`/`closureRepaired`.
 //!
+//! The derivation summary ([`DrvInfo`]) is dropped once the input goals exist; the goal keeps
+//! only its output paths and two flags. So memory follows the goals that are loading their
+//! derivation rather than every goal of the run (Nix keeps each derivation in memory).
+//!
 //! drover takes the build slot *before* the output locks (Nix locks first and gives the locks
 //! back when no slot is free), so slots are granted in one ordered queue and a goal waiting
 //! for a lock held by another process does not hold a slot while it polls.
@@ -19,10 +23,10 @@ use std::sync::Arc;
 use crate::engine::api::{BuildMode, BuildStatus, EventKind, GoalId, Level, LockHolder, Time};
 use crate::engine::format::StorePath;
 
+use super::Scheduler;
 use super::goal::{GoalData, flags};
 use super::protocol::{BuildOutcome, BuildRequest, Effect, Ticket};
 use super::store_view::{DrvInfo, StoreView};
-use super::{Scheduler, Target};
 
 /// Where a derivation goal is. The first states run when the goal is woken; the later ones
 /// wait for an answer from the driver.
@@ -54,7 +58,21 @@ pub(super) struct DrvGoal {
     pub wanted: Vec<String>,
     pub mode: BuildMode,
     pub state: DrvState,
+    /// Loaded while needed (see the module doc).
     pub drv: Option<Arc<DrvInfo>>,
+    /// The known output paths (what gets locked, checked and registered).
+    pub outputs: Vec<StorePath>,
+    /// Some output path is not known beforehand (floating content-addressed).
+    pub unknown_outputs: bool,
+    /// Wanted outputs the derivation does not have; a goal that asked for one of them fails
+    /// with Nix's "requires non-existent output" (checked without the derivation loaded).
+    pub bad_outputs: Option<Box<[String]>>,
+    /// `tryToBuild` may run with `max-jobs = 0` when nothing else runs.
+    pub local_only: bool,
+    /// A fixed-output derivation (one round; failures are transient).
+    pub fixed_output: bool,
+    /// An input reported outputs it does not have: check the wanted ones after the inputs.
+    pub check_input_outputs: bool,
     pub need_restart: bool,
     pub retry_substitution: bool,
     pub retried_substitution: bool,
@@ -96,6 +114,12 @@ impl DrvGoal {
             mode,
             state: DrvState::GetDerivation,
             drv: None,
+            outputs: Vec::new(),
+            unknown_outputs: false,
+            bad_outputs: None,
+            local_only: false,
+            fixed_output: false,
+            check_input_outputs: false,
             need_restart: false,
             retry_substitution: false,
             retried_substitution: false,
@@ -112,6 +136,8 @@ impl DrvGoal {
     pub(super) fn reset(&mut self) {
         self.state = DrvState::GetDerivation;
         self.drv = None;
+        self.bad_outputs = None;
+        self.check_input_outputs = false;
         self.need_restart = false;
         self.retry_substitution = false;
         self.retried_substitution = false;
@@ -138,7 +164,7 @@ impl DrvGoal {
             return;
         }
         if outputs.is_empty() {
-            self.wanted.clear();
+            self.wanted = Vec::new();
             self.need_restart = true;
             return;
         }
@@ -152,10 +178,7 @@ impl DrvGoal {
 
     /// Known output paths (what gets locked).
     pub(super) fn output_paths(&self) -> Vec<StorePath> {
-        self.drv
-            .as_ref()
-            .map(|d| d.outputs.iter().filter_map(|(_, p)| p.clone()).collect())
-            .unwrap_or_default()
+        self.outputs.clone()
     }
 }
 
@@ -180,6 +203,23 @@ impl Scheduler {
 
     fn drv_info(&self, g: GoalId) -> Arc<DrvInfo> {
         self.drv(g).drv.clone().expect("derivation loaded")
+    }
+
+    /// Reads the derivation again after a wait; false (and the goal failed) if it cannot.
+    fn reload_derivation(&mut self, store: &dyn StoreView, g: GoalId) -> bool {
+        if self.drv(g).drv.is_some() {
+            return true;
+        }
+        match store.load_derivation(&self.drv(g).drv_path) {
+            Ok(info) => {
+                self.drv_mut(g).drv = Some(info);
+                true
+            }
+            Err(e) => {
+                self.finish(g, BuildStatus::MiscFailure, Some(e));
+                false
+            }
+        }
     }
 
     fn print_drv(&self, g: GoalId) -> String {
@@ -207,7 +247,7 @@ impl Scheduler {
             return self.load_derivation(store, g);
         }
         let path = d.drv_path.clone();
-        let sub = self.request(Target::Path(path), false, BuildMode::Normal);
+        let sub = self.request_path(&path, false, false);
         self.add_waitee(g, sub);
         self.drv_mut(g).state = DrvState::LoadDerivation;
         if self.done_adding_waitees(g) {
@@ -231,19 +271,26 @@ impl Scheduler {
     fn all_wanted_valid(&mut self, store: &dyn StoreView, g: GoalId) -> bool {
         let d = self.drv(g);
         let repair = d.mode == BuildMode::Repair;
-        let info = self.drv_info(g);
-        let mut wanted = Vec::new();
-        for (name, path) in &info.outputs {
-            if d.wants(name) {
-                match path {
-                    Some(p) => wanted.push(p),
-                    // An unknown (floating) output is never valid beforehand.
-                    None => return false,
+        let wanted: Vec<StorePath> = if d.wanted.is_empty() {
+            if d.unknown_outputs {
+                return false; // an unknown (floating) output is never valid beforehand
+            }
+            d.outputs.clone()
+        } else {
+            let info = self.drv_info(g);
+            let mut wanted = Vec::new();
+            for (name, path) in &info.outputs {
+                if d.wants(name) {
+                    match path {
+                        Some(p) => wanted.push(p.clone()),
+                        None => return false,
+                    }
                 }
             }
-        }
+            wanted
+        };
         wanted
-            .into_iter()
+            .iter()
             .all(|p| store.is_valid(p) && (!repair || self.contents_good(store, p)))
     }
 
@@ -266,7 +313,21 @@ impl Scheduler {
     }
 
     fn have_derivation(&mut self, store: &dyn StoreView, g: GoalId) {
-        self.drv_mut(g).retry_substitution = false;
+        let info = self.drv_info(g);
+        let d = self.drv_mut(g);
+        d.retry_substitution = false;
+        d.fixed_output = info.fixed_output;
+        d.local_only = d.mode != BuildMode::Normal || info.prefer_local_build;
+        d.outputs = info.outputs.iter().filter_map(|(_, p)| p.clone()).collect();
+        d.unknown_outputs = info.outputs.iter().any(|(_, p)| p.is_none());
+        for o in &d.wanted {
+            let known = d.bad_outputs.as_deref().is_some_and(|b| b.contains(o));
+            if !info.has_output(o) && !known {
+                let mut bad = d.bad_outputs.take().map(Vec::from).unwrap_or_default();
+                bad.push(o.clone());
+                d.bad_outputs = Some(bad.into());
+            }
+        }
         let mode = self.drv(g).mode;
         if self.all_wanted_valid(store, g) && mode == BuildMode::Normal {
             return self.finish(g, BuildStatus::AlreadyValid, None);
@@ -293,12 +354,8 @@ impl Scheduler {
                 );
                 return self.gave_up_on_substitution(store, g);
             }
-            for path in wanted.into_iter().flatten() {
-                let sub = self.request(
-                    Target::Path(path),
-                    mode == BuildMode::Repair,
-                    BuildMode::Normal,
-                );
+            for path in wanted.iter().flatten() {
+                let sub = self.request_path(path, mode == BuildMode::Repair, false);
                 self.add_waitee(g, sub);
                 if self.stopping(g) {
                     break;
@@ -353,7 +410,7 @@ impl Scheduler {
     }
 
     fn gave_up_on_substitution(&mut self, store: &dyn StoreView, g: GoalId) {
-        self.drv_mut(g).wanted.clear();
+        self.drv_mut(g).wanted = Vec::new();
         let info = self.drv_info(g);
         let missing_srcs: Vec<&StorePath> = info
             .input_srcs
@@ -379,21 +436,19 @@ impl Scheduler {
             if self.stopping(g) {
                 break;
             }
-            let target = Target::Derivation {
-                drv: input.clone(),
-                outputs: outputs.clone(),
-            };
-            let w = self.request(target, false, input_mode);
+            let w = self.request_drv(input, outputs, input_mode, false);
             self.add_waitee(g, w);
         }
         for src in missing_srcs {
             if self.stopping(g) {
                 break;
             }
-            let w = self.request(Target::Path(src.clone()), false, BuildMode::Normal);
+            let w = self.request_path(src, false, false);
             self.add_waitee(g, w);
         }
-        self.drv_mut(g).state = DrvState::InputsRealised;
+        let d = self.drv_mut(g);
+        d.state = DrvState::InputsRealised;
+        d.drv = None;
         if self.done_adding_waitees(g) {
             self.inputs_realised(store, g);
         }
@@ -434,14 +489,10 @@ impl Scheduler {
                 self.print_drv(g)
             );
             self.message(Level::Error, text, Some(g));
-            let target = match producers.get(&path) {
-                Some(drv) => Target::Derivation {
-                    drv: drv.clone(),
-                    outputs: Vec::new(),
-                },
-                None => Target::Path(path),
+            let w = match producers.get(&path) {
+                Some(drv) => self.request_drv(drv, &[], BuildMode::Repair, false),
+                None => self.request_path(&path, true, false),
             };
-            let w = self.request(target, true, BuildMode::Repair);
             self.add_waitee(g, w);
         }
         self.drv_mut(g).state = DrvState::ClosureRepaired;
@@ -473,33 +524,35 @@ impl Scheduler {
         let d = self.drv_mut(g);
         if d.retry_substitution && !d.retried_substitution {
             d.retried_substitution = true;
+            if !self.reload_derivation(store, g) {
+                return;
+            }
             return self.have_derivation(store, g);
         }
-        // Every output used from an input derivation must exist.
-        let info = self.drv_info(g);
-        for (input, outputs) in &info.input_drvs {
-            let loaded = self
-                .drv_goals
-                .get(input)
-                .and_then(|&w| self.drv(w).drv.clone());
-            let dep = match loaded {
-                Some(dep) => dep,
-                None => match store.load_derivation(input) {
-                    Ok(dep) => dep,
-                    Err(e) => return self.finish(g, BuildStatus::MiscFailure, Some(e)),
-                },
-            };
-            if let Some(missing) = outputs.iter().find(|o| !dep.has_output(o)) {
-                let msg = format!(
-                    "derivation '{}' requires non-existent output '{missing}' from input \
-                     derivation '{}'",
-                    self.print_drv(g),
-                    self.settings.store_dir.display(input)
-                );
-                return self.finish(g, BuildStatus::MiscFailure, Some(msg));
+        // Every output used from an input derivation must exist (Nix finds out when it
+        // gathers the input closure).
+        if std::mem::take(&mut self.drv_mut(g).check_input_outputs) {
+            if !self.reload_derivation(store, g) {
+                return;
+            }
+            let info = self.drv_info(g);
+            for (input, outputs) in &info.input_drvs {
+                let bad = self.drv_goals.get(input).and_then(|w| {
+                    let bad = self.drv(w).bad_outputs.as_deref()?;
+                    outputs.iter().find(|o| bad.contains(o))
+                });
+                if let Some(missing) = bad {
+                    let msg = format!(
+                        "derivation '{}' requires non-existent output '{missing}' from input \
+                         derivation '{}'",
+                        self.print_drv(g),
+                        self.settings.store_dir.display(input)
+                    );
+                    return self.finish(g, BuildStatus::MiscFailure, Some(msg));
+                }
             }
         }
-        let nr_rounds = if info.fixed_output {
+        let nr_rounds = if self.drv(g).fixed_output {
             1
         } else {
             self.settings.build_repeat + 1
@@ -513,21 +566,20 @@ impl Scheduler {
 
     /// Nix's `tryToBuild`, first step: queue for a build slot.
     fn try_to_build(&mut self, g: GoalId) {
-        let d = self.drv(g);
-        let local_only =
-            d.mode != BuildMode::Normal || d.drv.as_ref().is_some_and(|i| i.prefer_local_build);
+        let d = self.drv_mut(g);
+        let local_only = d.local_only;
+        d.state = DrvState::WaitingForSlot;
+        d.drv = None;
         let key = self.queue_key(g);
         self.queues.push_build(key, local_only);
-        self.drv_mut(g).state = DrvState::WaitingForSlot;
         self.mark_dirty(g);
     }
 
     /// A build slot is ours: ask for the output locks.
     pub(super) fn drv_slot_granted(&mut self, g: GoalId, slot: u32) {
+        self.run_mut(g).slot = Some(slot);
         let paths = self.drv(g).output_paths();
-        let run = self.run_mut(g);
-        run.slot = Some(slot);
-        run.retry_at = None;
+        self.run_mut(g).retry_at = None;
         self.drv_mut(g).state = DrvState::Locking;
         let ticket = self.new_ticket(g);
         self.effects.push(Effect::TryLockOutputs { ticket, paths });
@@ -558,7 +610,7 @@ impl Scheduler {
         let d = self.drv(g);
         let request = Box::new(BuildRequest {
             drv_path: d.drv_path.clone(),
-            drv: self.drv_info(g),
+            outputs: d.outputs.clone(),
             mode: d.mode,
             round: d.cur_round,
             nr_rounds: d.nr_rounds,
@@ -677,7 +729,6 @@ impl Scheduler {
         self.ticket_done(g);
         self.stop_build_counters(g);
         self.release_slot(g);
-        let info = self.drv_info(g);
         let d = self.drv_mut(g);
         d.times_built += 1;
         let mode = d.mode;
@@ -719,7 +770,7 @@ impl Scheduler {
                         "\nnote: build failure may have been caused by lack of free disk space",
                     );
                 }
-                let transient = info.fixed_output || disk_full;
+                let transient = self.drv(g).fixed_output || disk_full;
                 if self.settings.cache_failures && !transient {
                     let outputs = self.drv(g).output_paths();
                     let drv = self.drv(g).drv_path.clone();
@@ -765,9 +816,7 @@ impl Scheduler {
             self.wake(g);
             return;
         }
-        for p in self.drv(g).output_paths() {
-            self.contents_good.insert(p, true);
-        }
+        self.mark_contents_good(self.drv(g).output_paths());
         self.unlock_outputs(g, true);
         self.finish(g, BuildStatus::Built, None);
     }
@@ -818,6 +867,7 @@ impl Scheduler {
         let d = self.drv_mut(g);
         d.state = DrvState::Done;
         d.run = None;
+        d.drv = None;
     }
 
     /// Checks the running builds' deadlines (`max-silent-time`, `timeout`).
@@ -855,6 +905,9 @@ impl Scheduler {
     pub(super) fn build_deadline(&self) -> Option<Time> {
         let silent = self.settings.max_silent_time_ms;
         let timeout = self.settings.build_timeout_ms;
+        if silent == 0 && timeout == 0 {
+            return None;
+        }
         self.running_builds
             .iter()
             .filter_map(|&g| self.drv(g).run.as_ref())

@@ -151,6 +151,48 @@ impl Goal {
     }
 }
 
+/// The goal arena: fixed-size chunks, so it grows without moving (or copying) goals and
+/// without a doubling's slack.
+#[derive(Debug, Default)]
+pub(super) struct Arena {
+    chunks: Vec<Vec<Goal>>,
+    len: usize,
+}
+
+const CHUNK: usize = 1024;
+
+impl Arena {
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn push(&mut self, goal: Goal) {
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks.last_mut().expect("a chunk").push(goal);
+        self.len += 1;
+    }
+
+    pub(super) fn get(&self, i: usize) -> Option<&Goal> {
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+    }
+}
+
+impl std::ops::Index<usize> for Arena {
+    type Output = Goal;
+
+    fn index(&self, i: usize) -> &Goal {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Arena {
+    fn index_mut(&mut self, i: usize) -> &mut Goal {
+        &mut self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
 impl Scheduler {
     pub(super) fn goal(&self, g: GoalId) -> &Goal {
         &self.goals[g.index()]
@@ -229,6 +271,12 @@ impl Scheduler {
     }
 
     fn count_result(&mut self, waiter: GoalId, waitee: GoalId, exit: Exit) {
+        if let GoalData::Drv(dep) = &self.goal(waitee).data
+            && dep.bad_outputs.is_some()
+            && let GoalData::Drv(d) = &mut self.goal_mut(waiter).data
+        {
+            d.check_input_outputs = true;
+        }
         let goal = self.goal_mut(waiter);
         if exit != Exit::Success {
             goal.nr_failed += 1;
@@ -285,11 +333,6 @@ impl Scheduler {
             if w.held {
                 self.release(w.goal);
             }
-        }
-        let mut waitees = waitees;
-        waitees.clear();
-        if self.goal(g).waitees.is_empty() {
-            self.goal_mut(g).waitees = waitees;
         }
     }
 

@@ -57,14 +57,17 @@
 
 mod derivation_goal;
 mod goal;
+mod index;
 mod protocol;
 mod queues;
 mod settings;
 mod store_view;
 mod substitution_goal;
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::{FxHashMap, FxHasher};
 
 pub use protocol::{
     BuildOutcome, BuildRequest, Effect, ExitStatus, Input, SubstituteAnswer, SubstitutionOutcome,
@@ -96,15 +99,20 @@ pub enum Target {
     Path(StorePath),
 }
 
+/// Goals worked per `handle` call at most; the rest waits for the next call (see
+/// [`Scheduler::has_pending_work`]), so one input never stalls the caller for long and the
+/// event buffer stays small.
+const WORK_BUDGET: usize = 1024;
+
 const NO_SLOT_MESSAGE: &str = "unable to start any build; either increase '--max-jobs' or \
     enable remote builds.\nhttps://nixos.org/manual/nix/stable/advanced-topics/distributed-builds.html";
 
 /// Nix's `Worker`: the goals of one run and the loop that drives them.
 pub struct Scheduler {
     settings: Settings,
-    goals: Vec<Goal>,
-    drv_goals: HashMap<StorePath, GoalId>,
-    subst_goals: HashMap<StorePath, GoalId>,
+    goals: goal::Arena,
+    drv_goals: index::PathIndex,
+    subst_goals: index::PathIndex,
     /// The user's top-level goals.
     tops: Vec<GoalId>,
     /// Goals that count as roots (top-level goals, retried goals).
@@ -112,6 +120,8 @@ pub struct Scheduler {
     busy_held: u32,
     busy_goals: u32,
     awake: Vec<GoalId>,
+    /// The awake goals being worked through, in key order.
+    batch: VecDeque<GoalId>,
     abandoned: Vec<GoalId>,
     queues: SlotQueues,
     pollers: Vec<GoalId>,
@@ -120,7 +130,7 @@ pub struct Scheduler {
     running_builds: Vec<GoalId>,
     /// Tickets waiting for an answer.
     outstanding: u32,
-    contents_good: HashMap<StorePath, bool>,
+    contents_good: FxHashMap<StorePath, bool>,
     /// How many goal results set each exit-status flag (see `goal::flags`).
     flag_counts: [u32; 4],
     /// `expected` counts only what is not done yet; published with `done` added.
@@ -142,14 +152,15 @@ impl Scheduler {
     pub fn new(settings: Settings) -> Scheduler {
         Scheduler {
             settings,
-            goals: Vec::new(),
-            drv_goals: HashMap::new(),
-            subst_goals: HashMap::new(),
+            goals: goal::Arena::default(),
+            drv_goals: index::PathIndex::default(),
+            subst_goals: index::PathIndex::default(),
             tops: Vec::new(),
             held_goals: Vec::new(),
             busy_held: 0,
             busy_goals: 0,
             awake: Vec::new(),
+            batch: VecDeque::new(),
             abandoned: Vec::new(),
             queues: SlotQueues::default(),
             pollers: Vec::new(),
@@ -157,7 +168,7 @@ impl Scheduler {
             last_woken_up: None,
             running_builds: Vec::new(),
             outstanding: 0,
-            contents_good: HashMap::new(),
+            contents_good: FxHashMap::default(),
             flag_counts: [0; 4],
             progress: Progress::default(),
             published_progress: Progress::default(),
@@ -196,7 +207,7 @@ impl Scheduler {
         self.now = self.now.max(now);
         match input {
             Input::Tick => {}
-            Input::Command(c) => self.command(c),
+            Input::Command(c) => self.command(store, c),
             answer => self.answer(store, answer),
         }
         self.check_timeouts();
@@ -208,6 +219,11 @@ impl Scheduler {
     /// The effects queued since the last call, in order.
     pub fn take_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
+    }
+
+    /// Moves the effects queued since the last call into `out`, in order.
+    pub fn drain_effects(&mut self, out: &mut Vec<Effect>) {
+        out.append(&mut self.effects);
     }
 
     /// Moves the events since the last call into `out`, after publishing the settled state
@@ -235,7 +251,11 @@ impl Scheduler {
             let exit_status = self.exit_status();
             self.emit(EventKind::RunDone { exit_status });
         }
-        out.append(&mut self.events);
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.events);
+        } else {
+            out.append(&mut self.events);
+        }
     }
 
     /// Events waiting in the buffer (state changes not counted).
@@ -243,9 +263,19 @@ impl Scheduler {
         self.events.len()
     }
 
-    /// When the scheduler wants a [`Input::Tick`] at the latest: the next lock poll or build
-    /// deadline.
+    /// Woken goals are left over from the last call (its work budget ran out): the caller
+    /// should publish the events and call [`Scheduler::handle`] with [`Input::Tick`] before
+    /// waiting for anything.
+    pub fn has_pending_work(&self) -> bool {
+        !self.batch.is_empty() || !self.awake.is_empty()
+    }
+
+    /// When the scheduler wants a [`Input::Tick`] at the latest: now if it has pending work,
+    /// else the next lock poll or build deadline.
     pub fn next_deadline(&self) -> Option<Time> {
+        if self.has_pending_work() {
+            return Some(self.now);
+        }
         let poll = (self.nr_polling > 0).then(|| {
             self.last_woken_up
                 .unwrap_or(self.now)
@@ -306,7 +336,6 @@ impl Scheduler {
         self.drv_goals
             .get(path)
             .or_else(|| self.subst_goals.get(path))
-            .copied()
     }
 
     pub fn goal_status(&self, g: GoalId) -> Option<BuildStatus> {
@@ -413,15 +442,16 @@ impl Scheduler {
 
     fn fingerprint(&self, g: GoalId) -> u64 {
         let goal = self.goal(g);
-        let mut h = DefaultHasher::new();
+        let mut h = FxHasher::default();
         goal.pending.hash(&mut h);
         (self.paused || self.draining).hash(&mut h);
         match &goal.data {
             GoalData::Drv(d) => {
                 (d.state as u8).hash(&mut h);
                 d.cur_round.hash(&mut h);
+                // Phases are not part of it: `PhaseChanged` tells them.
                 if let Some(run) = &d.run {
-                    (run.slot, run.pid, run.phase_seq, run.retry_at).hash(&mut h);
+                    (run.slot, run.pid, run.retry_at).hash(&mut h);
                     run.holder.as_ref().map(|x| x.pid).hash(&mut h);
                 }
             }
@@ -434,36 +464,50 @@ impl Scheduler {
 
     // --- the worker loop -------------------------------------------------------------------
 
+    /// Nix's `Worker::run` loop body: work the awake goals in key order, batch by batch, then
+    /// grant free slots; until nothing is awake or the work budget is spent.
     fn run(&mut self, store: &dyn StoreView) {
-        let mut batch = Vec::new();
+        let mut budget = WORK_BUDGET;
         loop {
             self.process_abandoned();
-            if !self.awake.is_empty() {
-                std::mem::swap(&mut batch, &mut self.awake);
-                batch.sort_unstable_by(|&a, &b| self.order(a).cmp(&self.order(b)));
-                for g in batch.drain(..) {
-                    self.goal_mut(g).awake = false;
-                    if self.busy(g) {
-                        self.work(store, g);
-                    }
+            if self.batch.is_empty() {
+                if !self.awake.is_empty() {
+                    let mut batch = std::mem::take(&mut self.awake);
+                    batch.sort_unstable_by(|&a, &b| self.order(a).cmp(&self.order(b)));
+                    self.batch = batch.into();
+                    continue;
                 }
-                continue;
-            }
-            if self.paused || self.draining {
-                break;
-            }
-            let mut granted = false;
-            while let Some((g, slot)) = self.queues.next_grant(self.settings.max_jobs) {
-                granted = true;
-                match self.goal(g).data {
-                    GoalData::Drv(_) => self.drv_slot_granted(g, slot),
-                    GoalData::Subst(_) => self.subst_slot_granted(g, slot),
+                if self.grant_slots() {
+                    continue;
                 }
+                return;
             }
-            if !granted {
-                break;
+            if budget == 0 {
+                return;
+            }
+            budget -= 1;
+            let g = self.batch.pop_front().expect("non-empty batch");
+            self.goal_mut(g).awake = false;
+            if self.busy(g) {
+                self.work(store, g);
             }
         }
+    }
+
+    /// Gives free slots to the first queued goals; whether any was granted.
+    fn grant_slots(&mut self) -> bool {
+        if self.paused || self.draining {
+            return false;
+        }
+        let mut granted = false;
+        while let Some((g, slot)) = self.queues.next_grant(self.settings.max_jobs) {
+            granted = true;
+            match self.goal(g).data {
+                GoalData::Drv(_) => self.drv_slot_granted(g, slot),
+                GoalData::Subst(_) => self.subst_slot_granted(g, slot),
+            }
+        }
+        granted
     }
 
     fn work(&mut self, store: &dyn StoreView, g: GoalId) {
@@ -503,7 +547,7 @@ impl Scheduler {
             }
             let stalled = self.started
                 && !self.finished
-                && self.awake.is_empty()
+                && !self.has_pending_work()
                 && self.outstanding == 0
                 && self.nr_polling == 0;
             if !stalled || self.paused {
@@ -598,66 +642,74 @@ impl Scheduler {
 
     // --- goals -----------------------------------------------------------------------------
 
-    /// Nix's `makeDerivationGoal`/`makePathSubstitutionGoal`: the goal for `target`, reused
-    /// when there is one (see the module doc), else created and woken.
-    fn request(&mut self, target: Target, repair: bool, mode: BuildMode) -> GoalId {
-        self.request_goal(target, repair, mode, false)
-    }
-
     fn request_goal(&mut self, target: Target, repair: bool, mode: BuildMode, top: bool) -> GoalId {
         match target {
-            Target::Derivation { drv, outputs } => {
-                if let Some(&g) = self.drv_goals.get(&drv) {
-                    match self.goal(g).end {
-                        None => {
-                            self.drv_mut(g).add_wanted_outputs(&outputs);
-                            return g;
-                        }
-                        Some(end) if end.reopenable => {
-                            self.reopen(g);
-                            let d = self.drv_mut(g);
-                            d.add_wanted_outputs(&outputs);
-                            d.need_restart = false;
-                            return g;
-                        }
-                        Some(end) if end.status.success() && !self.drv(g).covers(&outputs) => {}
-                        Some(_) => return g,
-                    }
+            Target::Derivation { drv, outputs } => self.request_drv(&drv, &outputs, mode, top),
+            Target::Path(path) => self.request_path(&path, repair, top),
+        }
+    }
+
+    /// Nix's `makeDerivationGoal`: the goal for `drv`, reused when there is one (see the
+    /// module doc), else created and woken.
+    fn request_drv(
+        &mut self,
+        drv: &StorePath,
+        outputs: &[String],
+        mode: BuildMode,
+        top: bool,
+    ) -> GoalId {
+        if let Some(g) = self.drv_goals.get(drv) {
+            match self.goal(g).end {
+                None => {
+                    self.drv_mut(g).add_wanted_outputs(outputs);
+                    return g;
                 }
-                let kind = GoalKind::Derivation {
-                    drv: self.settings.store_dir.display(&drv),
-                    outputs: outputs.clone(),
-                    mode,
-                };
-                let name = drv.drv_name().unwrap_or(drv.name()).to_owned();
-                let g = self.add_goal(GoalData::Drv(DrvGoal::new(drv.clone(), outputs, mode)));
-                self.drv_goals.insert(drv, g);
-                self.announce(g, kind, name, top);
-                g
-            }
-            Target::Path(path) => {
-                if let Some(&g) = self.subst_goals.get(&path) {
-                    match self.goal(g).end {
-                        None => return g,
-                        Some(end) if end.reopenable => {
-                            self.reopen(g);
-                            return g;
-                        }
-                        Some(end) if end.status.success() => return g,
-                        Some(_) => {}
-                    }
+                Some(end) if end.reopenable => {
+                    self.reopen(g);
+                    let d = self.drv_mut(g);
+                    d.add_wanted_outputs(outputs);
+                    d.need_restart = false;
+                    return g;
                 }
-                let kind = GoalKind::Substitution {
-                    path: self.settings.store_dir.display(&path),
-                    repair,
-                };
-                let name = path.name().to_owned();
-                let g = self.add_goal(GoalData::Subst(SubstGoal::new(path.clone(), repair)));
-                self.subst_goals.insert(path, g);
-                self.announce(g, kind, name, top);
-                g
+                Some(end) if end.status.success() && !self.drv(g).covers(outputs) => {}
+                Some(_) => return g,
             }
         }
+        let kind = GoalKind::Derivation {
+            drv: self.settings.store_dir.display(drv),
+            outputs: outputs.to_vec(),
+            mode,
+        };
+        let name = drv.drv_name().unwrap_or(drv.name()).to_owned();
+        let goal = DrvGoal::new(drv.clone(), outputs.to_vec(), mode);
+        let g = self.add_goal(GoalData::Drv(goal));
+        self.drv_goals.insert(drv, g);
+        self.announce(g, kind, name, top);
+        g
+    }
+
+    /// Nix's `makePathSubstitutionGoal`.
+    fn request_path(&mut self, path: &StorePath, repair: bool, top: bool) -> GoalId {
+        if let Some(g) = self.subst_goals.get(path) {
+            match self.goal(g).end {
+                None => return g,
+                Some(end) if end.reopenable => {
+                    self.reopen(g);
+                    return g;
+                }
+                Some(end) if end.status.success() => return g,
+                Some(_) => {}
+            }
+        }
+        let kind = GoalKind::Substitution {
+            path: self.settings.store_dir.display(path),
+            repair,
+        };
+        let name = path.name().to_owned();
+        let g = self.add_goal(GoalData::Subst(SubstGoal::new(path.clone(), repair)));
+        self.subst_goals.insert(path, g);
+        self.announce(g, kind, name, top);
+        g
     }
 
     fn announce(&mut self, g: GoalId, kind: GoalKind, name: String, top: bool) {
@@ -754,6 +806,15 @@ impl Scheduler {
         good
     }
 
+    /// Nix's `markContentsGood`, which only matters once contents are checked (repair).
+    fn mark_contents_good(&mut self, paths: Vec<StorePath>) {
+        if !self.contents_good.is_empty() {
+            for p in paths {
+                self.contents_good.insert(p, true);
+            }
+        }
+    }
+
     fn emit(&mut self, kind: EventKind) {
         self.events.push(Event {
             seq: self.seq,
@@ -769,7 +830,7 @@ impl Scheduler {
 
     // --- commands --------------------------------------------------------------------------
 
-    fn command(&mut self, command: Command) {
+    fn command(&mut self, store: &dyn StoreView, command: Command) {
         match command {
             Command::Cancel { goal } => {
                 if self.goals.get(goal.index()).is_some_and(Goal::busy) {
@@ -810,7 +871,7 @@ impl Scheduler {
                 self.paused = false;
                 self.mark_queued_dirty();
             }
-            Command::Retry { goal } => self.retry(goal),
+            Command::Retry { goal } => self.retry(store, goal),
             Command::SetKeepGoing { keep_going } => self.settings.keep_going = keep_going,
             Command::SetMaxJobs { max_jobs } => self.settings.max_jobs = max_jobs,
         }
@@ -824,7 +885,7 @@ impl Scheduler {
 
     /// `Retry`: reopen a failed goal, the goals that failed only because of it, and the
     /// top-level goals that were stopped.
-    fn retry(&mut self, g: GoalId) {
+    fn retry(&mut self, store: &dyn StoreView, g: GoalId) {
         let Some(end) = self.goals.get(g.index()).and_then(|goal| goal.end) else {
             self.message(Level::Warn, format!("goal {g} is not finished"), None);
             return;
@@ -864,7 +925,12 @@ impl Scheduler {
         if let GoalData::Drv(d) = &mut self.goal_mut(g).data {
             d.ignore_cached_failure = true;
             if self.settings.cache_failures {
-                let outputs = self.drv(g).output_paths();
+                let mut outputs = self.drv(g).output_paths();
+                if outputs.is_empty()
+                    && let Ok(info) = store.load_derivation(&self.drv(g).drv_path)
+                {
+                    outputs = info.outputs.iter().filter_map(|(_, p)| p.clone()).collect();
+                }
                 self.effects.push(Effect::ClearFailure { outputs });
             }
         }

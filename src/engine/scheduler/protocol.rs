@@ -5,12 +5,8 @@
 //! keeps only its current ticket, so answers to something it gave up on (a build it killed, a
 //! lock attempt made before it was cancelled) are recognised and ignored.
 
-use std::sync::Arc;
-
 use crate::engine::api::{BuildMode, Command, GoalId, LockHolder};
 use crate::engine::format::StorePath;
-
-use super::store_view::DrvInfo;
 
 /// Names one request of one goal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,11 +67,13 @@ pub enum Effect {
     ClearFailure { outputs: Vec<StorePath> },
 }
 
-/// Everything the builder needs to know about one build.
+/// One build. The driver reads the full derivation (builder, arguments, environment) from
+/// `drv_path` itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildRequest {
     pub drv_path: StorePath,
-    pub drv: Arc<DrvInfo>,
+    /// The output paths known beforehand (all but floating content-addressed ones).
+    pub outputs: Vec<StorePath>,
     pub mode: BuildMode,
     /// 1-based round of `nr_rounds` (`--repeat`); from round 2 on the driver compares the
     /// outputs with the previous round's and reports [`BuildOutcome::RoundDiffers`].

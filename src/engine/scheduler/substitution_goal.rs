@@ -9,10 +9,10 @@
 use crate::engine::api::{BuildStatus, EventKind, GoalId, Level, Time};
 use crate::engine::format::StorePath;
 
+use super::Scheduler;
 use super::goal::GoalData;
 use super::protocol::{Effect, SubstituteAnswer, SubstitutionOutcome, Ticket};
 use super::store_view::StoreView;
-use super::{Scheduler, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SubstState {
@@ -180,7 +180,7 @@ impl Scheduler {
                     .cloned()
                     .collect();
                 for r in refs {
-                    let w = self.request(Target::Path(r), false, Default::default());
+                    let w = self.request_path(&r, false, false);
                     self.add_waitee(g, w);
                     if self.stopping(g) {
                         break;
@@ -249,7 +249,7 @@ impl Scheduler {
         let failure = match outcome {
             SubstitutionOutcome::Success => {
                 let path = self.subst(g).path.clone();
-                self.contents_good.insert(path, true);
+                self.mark_contents_good(vec![path]);
                 return self.finish(g, BuildStatus::Substituted, None);
             }
             SubstitutionOutcome::Gone { message } => (message, false),

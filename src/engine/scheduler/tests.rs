@@ -205,7 +205,7 @@ impl T {
         self.pending
             .iter()
             .filter_map(|e| match e {
-                Effect::StartBuild { request, .. } => Some(request.drv.name.clone()),
+                Effect::StartBuild { request, .. } => Some(name_of(request)),
                 _ => None,
             })
             .collect()
@@ -215,7 +215,7 @@ impl T {
         self.pending
             .iter()
             .find_map(|e| match e {
-                Effect::StartBuild { ticket, request } if request.drv.name == name => {
+                Effect::StartBuild { ticket, request } if name_of(request) == name => {
                     Some((*ticket, request.clone()))
                 }
                 _ => None,
@@ -230,8 +230,8 @@ impl T {
             .retain(|e| !matches!(e, Effect::StartBuild { ticket: t, .. } if *t == ticket));
         let last = request.round == request.nr_rounds;
         if outcome == BuildOutcome::Success && last && request.mode != BuildMode::Check {
-            for (_, p) in &request.drv.outputs {
-                self.store.make_valid(p.as_ref().unwrap());
+            for p in &request.outputs {
+                self.store.make_valid(p);
             }
         }
         self.input(Input::BuildStarted { ticket, pid: 100 });
@@ -301,6 +301,10 @@ impl T {
             })
             .collect()
     }
+}
+
+fn name_of(request: &BuildRequest) -> String {
+    request.drv_path.drv_name().unwrap().to_owned()
 }
 
 fn full(p: &StorePath) -> String {
@@ -658,7 +662,7 @@ fn a_failed_derivation_is_not_built_twice() {
     let starts = t
         .all_effects
         .iter()
-        .filter(|e| matches!(e, Effect::StartBuild { request, .. } if request.drv.name == "bad"))
+        .filter(|e| matches!(e, Effect::StartBuild { request, .. } if name_of(request) == "bad"))
         .count();
     assert_eq!(starts, 1);
 }
@@ -1487,4 +1491,25 @@ fn events_carry_sequence_numbers_and_settled_states() {
         t.events.last().unwrap().kind,
         EventKind::RunDone { exit_status: 0 }
     ));
+}
+
+#[test]
+fn a_non_existent_input_output_fails_the_dependent() {
+    let mut store = MemStore::default();
+    let lib = store.add("lib", &[]);
+    store.add_with("app", &[], |d| {
+        d.input_drvs = vec![(lib.clone(), vec!["out".into(), "doc".into()])]
+    });
+    let mut t = T::new(store, settings());
+    t.start(&["app"]);
+    t.succeed("lib");
+    assert_eq!(t.status("app"), Some(BuildStatus::MiscFailure));
+    assert_eq!(
+        t.message_of("app").unwrap(),
+        format!(
+            "derivation '{}' requires non-existent output 'doc' from input derivation '{}'",
+            full(&drv_path("app")),
+            full(&lib)
+        )
+    );
 }
