@@ -16,6 +16,6 @@ pub fn run(command: &Command) -> Option<Result<(), AppError>> {
         Command::Restore(args) => nar::restore(args),
         Command::ShowDerivation(args) => drv::show_derivation(args),
         Command::StorePath(args) => drv::store_path(args),
-        Command::Demo => return None,
+        Command::Demo | Command::Simulate(_) => return None,
     })
 }

@@ -8,8 +8,10 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::engine::api::{BuildMode, GoalId, LockHolder, Time};
+use crate::engine::driver::Executor;
 use crate::engine::scheduler::{
-    BuildOutcome, Effect, ExitStatus, Input, SubstituteAnswer, SubstitutionOutcome, Ticket,
+    BuildOutcome, Effect, ExitStatus, Input, StoreView, SubstituteAnswer, SubstitutionOutcome,
+    Ticket,
 };
 
 use super::world::{SimStore, World};
@@ -101,6 +103,9 @@ pub struct SimExecutor {
     goal_locks: HashMap<GoalId, Vec<u32>>,
     cancelled: HashSet<Ticket>,
     next_pid: u32,
+    /// Virtual milliseconds per real millisecond when driven in real time (`None`: as fast
+    /// as possible).
+    speed: Option<f64>,
     pub stats: SimStats,
 }
 
@@ -121,8 +126,15 @@ impl SimExecutor {
             goal_locks: HashMap::new(),
             cancelled: HashSet::new(),
             next_pid: 1000,
+            speed: None,
             stats: SimStats::default(),
         }
+    }
+
+    /// Plays virtual time `speed` times faster than real time under the driver.
+    pub fn with_speed(mut self, speed: Option<f64>) -> SimExecutor {
+        self.speed = speed.filter(|s| *s > 0.0);
+        self
     }
 
     pub fn store(&self) -> &SimStore {
@@ -388,6 +400,48 @@ impl SimExecutor {
                 continue;
             }
             return Next::Input(input);
+        }
+    }
+}
+
+impl Executor for SimExecutor {
+    fn store(&self) -> &dyn StoreView {
+        &self.store
+    }
+
+    fn now(&self) -> Time {
+        self.clock
+    }
+
+    fn execute(&mut self, effect: Effect, immediate: &mut Vec<Input>) {
+        SimExecutor::execute(self, effect, immediate);
+    }
+
+    fn poll_ready(&mut self) -> Option<Input> {
+        if self.next_time() != Some(self.clock) {
+            return None;
+        }
+        match self.next(Some(self.clock)) {
+            Next::Input(input) => Some(input),
+            Next::Deadline | Next::Idle => None,
+        }
+    }
+
+    fn never_waits(&self, deadline: Option<Time>) -> bool {
+        self.speed.is_none() && (deadline.is_some() || self.next_time().is_some())
+    }
+
+    async fn next_input(&mut self, deadline: Option<Time>) -> Option<Input> {
+        let Some(target) = [self.next_time(), deadline].into_iter().flatten().min() else {
+            return std::future::pending().await;
+        };
+        if let Some(speed) = self.speed {
+            let ms = target.millis_since(self.clock) as f64 / speed;
+            tokio::time::sleep(std::time::Duration::from_secs_f64(ms / 1000.0)).await;
+        }
+        match self.next(deadline) {
+            Next::Input(input) => Some(input),
+            Next::Deadline | Next::Idle => None,
         }
     }
 }

@@ -151,9 +151,10 @@ pub struct World {
     /// are computed when needed (cheaper than a cache miss).
     names: String,
     name_ends: Vec<u32>,
-    /// Bytes 5..20 of every digest are the world's tag, which marks its paths; in base-32
-    /// they are the first 24 characters of every hash part. The last 8 encode node and kind.
-    hash_prefix: [u8; 24],
+    /// A path's digest is (node, kind) scrambled into bytes 0..5 and a hash of (seed, node,
+    /// kind) in bytes 5..20, so paths look as random as real ones and another world's paths
+    /// are not mistaken for ours.
+    salt: u64,
 }
 
 impl World {
@@ -194,21 +195,13 @@ impl World {
     }
 
     fn new(dag: Dag, model: SimModel, plan: Option<Vec<PlanNode>>, targets: Vec<u32>) -> World {
-        let mut tag = [0u8; 15];
-        let h = (hash3(model.seed, 0, 77), hash3(model.seed, 1, 77));
-        tag[..8].copy_from_slice(&h.0.to_le_bytes());
-        tag[8..].copy_from_slice(&h.1.to_le_bytes()[..7]);
+        let salt = hash3(model.seed, 2, 77);
         let mut names = String::new();
         let mut name_ends = Vec::new();
         for node in plan.iter().flatten() {
             names.push_str(&node.name);
             name_ends.push(names.len() as u32);
         }
-        let mut digest = [0u8; 20];
-        digest[5..].copy_from_slice(&tag);
-        let encoded = base32::encode(&digest);
-        let mut hash_prefix = [0u8; 24];
-        hash_prefix.copy_from_slice(&encoded.as_bytes()[..24]);
         World {
             dag,
             model,
@@ -216,7 +209,7 @@ impl World {
             targets,
             names,
             name_ends,
-            hash_prefix,
+            salt,
         }
     }
 
@@ -279,11 +272,23 @@ impl World {
 
     /// Log line `k` (0-based) of a build of `node`.
     pub fn log_line(&self, node: u32, k: u32) -> String {
+        const LINES: [&str; 8] = [
+            "unpacking sources",
+            "patching sources",
+            "configuring",
+            "building",
+            "running tests",
+            "installing",
+            "post-installation fixup",
+            "shrinking RPATHs of ELF executables and libraries",
+        ];
         match &self.plan {
             Some(plan) => plan[node as usize].log[k as usize].clone(),
-            None => self.with_name(node, |name| {
-                format!("{name}: step {} of {}", k + 1, self.model.log_lines)
-            }),
+            None => {
+                let n = self.model.log_lines.max(1) as usize;
+                let i = (k as usize * LINES.len() / n).min(LINES.len() - 1);
+                LINES[i].to_owned()
+            }
         }
     }
 
@@ -354,8 +359,8 @@ impl World {
         // `<hash part>-<name>[.drv]` in a stack buffer: the hash part is the world's prefix
         // and the base-32 digits of (node, kind), least significant last.
         let mut buf = [0u8; 256];
-        buf[..24].copy_from_slice(&self.hash_prefix);
-        let low = u64::from(node) | u64::from(kind) << 32;
+        buf[..24].copy_from_slice(&self.hash_prefix(node, kind));
+        let low = self.scramble(node, kind);
         for n in 0..8 {
             buf[31 - n] = base32::ALPHABET[((low >> (5 * n)) & 0x1f) as usize];
         }
@@ -372,6 +377,34 @@ impl World {
         })
     }
 
+    /// The first 24 base-32 characters of a path's hash part: digest bytes 5..20, a hash of
+    /// (seed, node, kind). (Character `p` holds bits `5 * (31 - p)` and up of the digest.)
+    fn hash_prefix(&self, node: u32, kind: u8) -> [u8; 24] {
+        // Bytes 5..20 are 120 bits, exactly the 24 characters' worth.
+        let low = hash3(self.salt, node, u64::from(kind));
+        let high = hash3(self.salt, node, 2 + u64::from(kind)) & ((1 << 56) - 1);
+        let bits = u128::from(low) | u128::from(high) << 64;
+        let mut out = [0u8; 24];
+        for (p, c) in out.iter_mut().enumerate() {
+            *c = base32::ALPHABET[((bits >> ((23 - p) * 5)) & 0x1f) as usize];
+        }
+        out
+    }
+
+    /// (node, kind) as 40 bits that look random: an odd multiplier and an xor, both
+    /// reversible.
+    fn scramble(&self, node: u32, kind: u8) -> u64 {
+        let n = node.wrapping_mul(0x9E37_79B1) ^ (self.salt as u32);
+        let k = kind ^ (self.salt >> 32) as u8;
+        u64::from(n) | u64::from(k) << 32
+    }
+
+    fn unscramble(&self, low: u64) -> (u32, u8) {
+        let n = (low as u32 ^ self.salt as u32).wrapping_mul(0x0E8B_2F51);
+        let k = (low >> 32) as u8 ^ (self.salt >> 32) as u8;
+        (n, k)
+    }
+
     pub fn drv_path(&self, node: u32) -> StorePath {
         self.path(node, 0)
     }
@@ -383,16 +416,14 @@ impl World {
     /// The node and kind (0 `.drv`, 1 output) of one of this world's paths.
     pub fn node_of(&self, path: &StorePath) -> Option<(u32, u8)> {
         let hash = path.hash_part_bytes();
-        if hash[..24] != self.hash_prefix {
-            return None;
-        }
         let mut low = 0u64;
         for n in 0..8 {
             let digit = base32::ALPHABET.iter().position(|&c| c == hash[31 - n])? as u64;
             low |= digit << (5 * n);
         }
-        let (node, kind) = (low as u32, (low >> 32) as u8);
-        (kind <= 1 && node < self.len()).then_some((node, kind))
+        let (node, kind) = self.unscramble(low);
+        (kind <= 1 && node < self.len() && hash[..24] == self.hash_prefix(node, kind))
+            .then_some((node, kind))
     }
 }
 
