@@ -149,11 +149,13 @@ impl PlainPrinter {
         let (top, substitution) = self
             .goal(g)
             .map_or((false, false), |x| (x.top, x.substitution));
+        // Paths copied count once (at their substitution goal), derivations once.
         let c = &mut self.counts;
         match status {
             BuildStatus::Built => c.built += 1,
-            BuildStatus::Substituted => c.substituted += 1,
-            BuildStatus::AlreadyValid => c.valid += 1,
+            BuildStatus::Substituted if substitution => c.substituted += 1,
+            BuildStatus::AlreadyValid if !substitution => c.valid += 1,
+            BuildStatus::Substituted | BuildStatus::AlreadyValid => {}
             BuildStatus::DependencyFailed => c.dependency_failed += 1,
             BuildStatus::Cancelled => c.cancelled += 1,
             BuildStatus::NoSubstituters | BuildStatus::IncompleteClosure => {}

@@ -154,21 +154,22 @@ impl<E: Executor> Driver<E> {
                     scheduler.handle(executor.store(), i, executor.now());
                 }
             }
-            // More at this instant?
-            let next = if scheduler.has_pending_work() {
-                Some(Input::Tick)
-            } else if let Some(i) = executor.poll_ready() {
-                Some(i)
-            } else {
-                match commands.try_recv() {
-                    Ok(c) => Some(Input::Command(c)),
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        commands_open = false;
-                        None
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => None,
+            // More at this instant? Commands first: what the user asks wins.
+            let command = match commands.try_recv() {
+                Ok(c) => Some(Input::Command(c)),
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    commands_open = false;
+                    None
                 }
+                Err(mpsc::error::TryRecvError::Empty) => None,
             };
+            let next = command.or_else(|| {
+                if scheduler.has_pending_work() {
+                    Some(Input::Tick)
+                } else {
+                    executor.poll_ready()
+                }
+            });
             if let Some(input) = next {
                 if scheduler.pending_events() >= options.max_batch {
                     scheduler.drain_events(&mut events);

@@ -550,7 +550,8 @@ impl Scheduler {
                 && !self.has_pending_work()
                 && self.outstanding == 0
                 && self.nr_polling == 0;
-            if !stalled || self.paused {
+            // Paused, it waits for `Resume`; draining, it ends.
+            if !stalled || (self.paused && !self.draining) {
                 return;
             }
             if self.draining || self.queues.is_empty() {
@@ -894,6 +895,8 @@ impl Scheduler {
             self.message(Level::Warn, format!("goal {g} did not fail"), None);
             return;
         }
+        // Running again is a request to start things again.
+        self.draining = false;
         // The goals that failed only because of `g`, transitively.
         let mut set = std::collections::HashSet::from([g]);
         let mut order = vec![g];
@@ -905,11 +908,15 @@ impl Scheduler {
                     self.goal(order[i]).waiters.iter().map(|w| w.goal).collect();
                 for w in waiters {
                     let goal = self.goal(w);
+                    // Its failed inputs are all being retried (now, or by an earlier Retry).
+                    let retried = |f: &GoalId| {
+                        set.contains(f) || self.goal(*f).end.is_none_or(|e| e.status.success())
+                    };
                     if !set.contains(&w)
                         && goal
                             .end
                             .is_some_and(|e| e.status == BuildStatus::DependencyFailed)
-                        && goal.failed_inputs.iter().all(|f| set.contains(f))
+                        && goal.failed_inputs.iter().all(retried)
                     {
                         set.insert(w);
                         order.push(w);

@@ -48,11 +48,22 @@ pub fn run_sync(
     commands: &[(Time, Command)],
     observer: &mut dyn Observer,
 ) -> u8 {
+    let targets = targets(exec.world());
+    scheduler.start(exec.store(), &targets, mode, exec.now());
+    continue_sync(scheduler, exec, commands, observer)
+}
+
+/// Goes on with a started simulation (see [`run_sync`]); commands dated in the past are
+/// delivered at once.
+pub fn continue_sync(
+    scheduler: &mut Scheduler,
+    exec: &mut SimExecutor,
+    commands: &[(Time, Command)],
+    observer: &mut dyn Observer,
+) -> u8 {
     let mut commands: Vec<(Time, Command)> = commands.to_vec();
     commands.sort_by_key(|(t, _)| *t);
     let mut commands = VecDeque::from(commands);
-    let targets = targets(exec.world());
-    scheduler.start(exec.store(), &targets, mode, exec.now());
     let mut immediate = Vec::new();
     let mut events = Vec::new();
     let mut effects = Vec::new();
