@@ -11,6 +11,8 @@ use crate::engine::api::{BuildMode, BuildStatus, Event, EventKind, GoalId, GoalK
 struct Goal {
     /// Full path of the `.drv` or of the substituted path.
     path: Box<str>,
+    /// What log lines are prefixed with.
+    name: Box<str>,
     top: bool,
     substitution: bool,
 }
@@ -41,13 +43,6 @@ fn write_error(out: &mut dyn Write, msg: &str) -> io::Result<()> {
     writeln!(out, "error: {}", msg.replace('\n', "\n       "))
 }
 
-/// The name shown before log lines: the derivation name of a store path.
-fn short_name(path: &str) -> &str {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let name = base.split_once('-').map_or(base, |(_, n)| n);
-    name.strip_suffix(".drv").unwrap_or(name)
-}
-
 impl PlainPrinter {
     pub fn new() -> PlainPrinter {
         PlainPrinter {
@@ -67,7 +62,10 @@ impl PlainPrinter {
     pub fn event(&mut self, e: &Event, out: &mut dyn Write) -> io::Result<()> {
         match &e.kind {
             EventKind::GoalAdded {
-                goal, kind, top, ..
+                goal,
+                kind,
+                top,
+                name,
             } => {
                 let (path, substitution) = match kind {
                     GoalKind::Derivation { drv, .. } => (drv.as_str(), false),
@@ -78,6 +76,7 @@ impl PlainPrinter {
                 }
                 self.goals[goal.index()] = Some(Goal {
                     path: path.into(),
+                    name: name.as_str().into(),
                     top: *top,
                     substitution,
                 });
@@ -110,7 +109,8 @@ impl PlainPrinter {
             }
             EventKind::LogLine { goal, line } => {
                 if self.prefix_logs {
-                    writeln!(out, "{}> {line}", short_name(self.path(*goal)))?;
+                    let name = self.goal(*goal).map_or("?", |x| &x.name);
+                    writeln!(out, "{name}> {line}")?;
                 } else {
                     writeln!(out, "{line}")?;
                 }

@@ -13,7 +13,7 @@
 
 mod bus;
 
-pub use bus::{Delivery, EventBus, EventStream};
+pub use bus::{Batch, Delivery, EventBus, EventStream};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -223,6 +223,10 @@ async fn publish(bus: &EventBus, events: &mut Vec<Event>) {
         return;
     }
     bus.wait_for_room().await;
-    let batch: Arc<[Event]> = events.drain(..).collect();
-    bus.publish(batch);
+    // The next batch starts with room for one like this, so it need not grow by copying.
+    let room = events.len().min(1 << 14);
+    bus.publish(Arc::new(std::mem::replace(
+        events,
+        Vec::with_capacity(room),
+    )));
 }

@@ -12,6 +12,9 @@ use tokio::sync::Notify;
 
 use crate::engine::api::Event;
 
+/// Events published together, shared by all subscribers.
+pub type Batch = Arc<Vec<Event>>;
+
 /// How a subscriber wants its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -23,7 +26,7 @@ pub enum Delivery {
 
 #[derive(Debug, Default)]
 struct Queue {
-    batches: VecDeque<Arc<[Event]>>,
+    batches: VecDeque<Batch>,
     events: usize,
     dropped: u64,
     closed: bool,
@@ -101,7 +104,7 @@ impl EventBus {
     }
 
     /// Hands a batch to every subscriber.
-    pub fn publish(&self, batch: Arc<[Event]>) {
+    pub fn publish(&self, batch: Batch) {
         if batch.is_empty() {
             return;
         }
@@ -137,7 +140,7 @@ impl EventBus {
 
 impl EventStream {
     /// The next batch, in order; `None` once the bus is closed and everything was read.
-    pub async fn recv(&mut self) -> Option<Arc<[Event]>> {
+    pub async fn recv(&mut self) -> Option<Batch> {
         let sub = self.sub.clone();
         loop {
             let data = sub.data.notified();
@@ -152,7 +155,7 @@ impl EventStream {
     }
 
     /// The next batch if one is queued.
-    pub fn try_recv(&mut self) -> Option<Arc<[Event]>> {
+    pub fn try_recv(&mut self) -> Option<Batch> {
         take(&self.sub)
     }
 
@@ -162,7 +165,7 @@ impl EventStream {
     }
 }
 
-fn take(sub: &Subscriber) -> Option<Arc<[Event]>> {
+fn take(sub: &Subscriber) -> Option<Batch> {
     let mut q = sub.lock();
     let batch = q.batches.pop_front()?;
     q.events -= batch.len();
@@ -183,14 +186,16 @@ mod tests {
     use super::*;
     use crate::engine::api::{EventKind, Time};
 
-    fn batch(from: u64, n: u64) -> Arc<[Event]> {
-        (from..from + n)
-            .map(|seq| Event {
-                seq,
-                time: Time(0),
-                kind: EventKind::RunDone { exit_status: 0 },
-            })
-            .collect()
+    fn batch(from: u64, n: u64) -> Batch {
+        Arc::new(
+            (from..from + n)
+                .map(|seq| Event {
+                    seq,
+                    time: Time(0),
+                    kind: EventKind::RunDone { exit_status: 0 },
+                })
+                .collect(),
+        )
     }
 
     #[tokio::test]

@@ -271,9 +271,13 @@ impl Scheduler {
     fn all_wanted_valid(&mut self, store: &dyn StoreView, g: GoalId) -> bool {
         let d = self.drv(g);
         let repair = d.mode == BuildMode::Repair;
+        if d.wanted.is_empty() && !repair {
+            // An unknown (floating) output is never valid beforehand.
+            return !d.unknown_outputs && d.outputs.iter().all(|p| store.is_valid(p));
+        }
         let wanted: Vec<StorePath> = if d.wanted.is_empty() {
             if d.unknown_outputs {
-                return false; // an unknown (floating) output is never valid beforehand
+                return false;
             }
             d.outputs.clone()
         } else {
@@ -537,7 +541,7 @@ impl Scheduler {
             }
             let info = self.drv_info(g);
             for (input, outputs) in &info.input_drvs {
-                let bad = self.drv_goals.get(input).and_then(|w| {
+                let bad = self.drv_goals.get(&self.goals, input).and_then(|w| {
                     let bad = self.drv(w).bad_outputs.as_deref()?;
                     outputs.iter().find(|o| bad.contains(o))
                 });

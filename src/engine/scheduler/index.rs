@@ -1,36 +1,57 @@
 //! Finding the goal of a store path (Nix's `derivationGoals`/`substitutionGoals` maps).
 //!
-//! Keyed by the 32-character hash part alone, kept inline in the table: a lookup touches no
-//! name elsewhere in memory. A hash part identifies a store path, as in Nix's
-//! `queryPathFromHashPart` (two paths sharing one would need a collision of 160 bits of
-//! SHA-256).
+//! The table is keyed by the first 16 characters (80 bits) of the hash part, stored inline:
+//! 24 bytes an entry, no name to allocate, nothing elsewhere in memory to compare. A hit is
+//! confirmed against the goal's own path (which the caller reads next anyway); the rare second
+//! path sharing those 16 characters goes to a side map.
 
 use rustc_hash::FxHashMap;
 
 use crate::engine::api::GoalId;
 use crate::engine::format::StorePath;
 
+use super::goal::{Arena, GoalData};
+
 #[derive(Debug, Default)]
 pub(super) struct PathIndex {
-    by_hash: FxHashMap<[u128; 2], GoalId>,
+    by_prefix: FxHashMap<[u64; 2], GoalId>,
+    others: FxHashMap<StorePath, GoalId>,
 }
 
-/// The hash part as two words (compared inline, unlike a byte array).
-fn key(path: &StorePath) -> [u128; 2] {
+fn key(path: &StorePath) -> [u64; 2] {
     let h = path.hash_part_bytes();
-    let (a, b) = h.split_at(16);
     [
-        u128::from_le_bytes(a.try_into().expect("16 bytes")),
-        u128::from_le_bytes(b.try_into().expect("16 bytes")),
+        u64::from_le_bytes(h[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),
     ]
 }
 
+/// The store path a goal is about.
+fn path_of(goals: &Arena, g: GoalId) -> &StorePath {
+    match &goals[g.index()].data {
+        GoalData::Drv(d) => &d.drv_path,
+        GoalData::Subst(s) => &s.path,
+    }
+}
+
 impl PathIndex {
-    pub(super) fn get(&self, path: &StorePath) -> Option<GoalId> {
-        self.by_hash.get(&key(path)).copied()
+    pub(super) fn get(&self, goals: &Arena, path: &StorePath) -> Option<GoalId> {
+        let g = *self.by_prefix.get(&key(path))?;
+        if path_of(goals, g) == path {
+            Some(g)
+        } else {
+            self.others.get(path).copied()
+        }
     }
 
-    pub(super) fn insert(&mut self, path: &StorePath, g: GoalId) {
-        self.by_hash.insert(key(path), g);
+    pub(super) fn insert(&mut self, goals: &Arena, path: &StorePath, g: GoalId) {
+        match self.by_prefix.get(&key(path)) {
+            Some(&old) if path_of(goals, old) != path => {
+                self.others.insert(path.clone(), g);
+            }
+            _ => {
+                self.by_prefix.insert(key(path), g);
+            }
+        }
     }
 }

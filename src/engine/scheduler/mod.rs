@@ -12,7 +12,16 @@
 //! before builds, then by name); a goal that needs a slot queues for one; goals waiting for a
 //! lock held by another process poll every `poll_interval`; running builds have silence and
 //! wall-clock deadlines. The caller sleeps until [`Scheduler::next_deadline`] or the next
-//! input.
+//! input. One call works at most a fixed number of goals ([`Scheduler::has_pending_work`]
+//! says when to call again), so a huge graph never stalls the caller.
+//!
+//! Beyond Nix, [`Command`]s act on a running scheduler: `Cancel`/`CancelAll` (a cancelled goal
+//! fails its waiters as a failed dependency would), `Drain` (start nothing new, end when what
+//! runs is done), `Pause`/`Resume`, `Retry` (reopen a failed or cancelled goal, the goals that
+//! failed only because of it, and the top-level goals that were stopped; clears a cached
+//! failure and a drain), `SetKeepGoing`, `SetMaxJobs` (more slots start waiting goals at once).
+//! Every busy goal has a typed state for a UI ([`Scheduler::goal_state`]); the settled states
+//! are published as `StateChanged` events.
 //!
 //! # How drover differs from Nix (and why)
 //! - **Errors are goal results.** Where Nix throws out of the worker (aborting every goal),
@@ -38,7 +47,11 @@
 //!   start, and their order, are those Nix's key-ordered race would give. The slot is taken
 //!   before the output locks, so polling for a busy lock never holds a slot.
 //! - **Goal identity** (bug 16, weak lists): goals live in an arena with ids; dedup maps are
-//!   hash maps; waiter lists are removed in O(1) with epochs. No O(n) scan per event.
+//!   hash maps keyed by the path's hash part; waiter lists are removed in O(1) with epochs. No
+//!   O(n) scan per event.
+//! - **Memory**: a goal drops its derivation summary once its input goals exist and keeps
+//!   only its output paths and two flags (Nix keeps the whole derivation while the goal lives),
+//!   so a run's memory follows its active goals.
 //! - **Finished goals stay known.** Nix forgets a goal when it ends, so a second request
 //!   for a failed derivation builds it again. drover reuses the failure (no derivation is
 //!   built twice in a run unless the user retries it); a successful goal is reused when it
@@ -52,6 +65,8 @@
 //!   like Nix) gives `CachedFailure` and counts as a permanent failure (000); `Retry` clears it.
 //! - **Max-jobs 0**: a local-only build (preferLocalBuild, check or repair mode) may run when
 //!   nothing else runs (003's rule; Nix 2.8 dropped it).
+//! - **Stale answers**: every request carries a ticket, so a late answer to something a goal
+//!   gave up on (a killed build, a lock attempt before a cancel) is ignored.
 //! - There is no build hook (remote builds) yet, and no floating CA realisations (003's
 //!   warning, then a build).
 
@@ -103,6 +118,15 @@ pub enum Target {
 /// [`Scheduler::has_pending_work`]), so one input never stalls the caller for long and the
 /// event buffer stays small.
 const WORK_BUDGET: usize = 1024;
+
+/// See [`Scheduler::order_prefix`].
+fn order_prefix(kind: u8, name: &str) -> u128 {
+    let mut bytes = [0u8; 16];
+    bytes[0] = kind;
+    let n = name.len().min(15);
+    bytes[1..=n].copy_from_slice(&name.as_bytes()[..n]);
+    u128::from_be_bytes(bytes)
+}
 
 const NO_SLOT_MESSAGE: &str = "unable to start any build; either increase '--max-jobs' or \
     enable remote builds.\nhttps://nixos.org/manual/nix/stable/advanced-topics/distributed-builds.html";
@@ -334,8 +358,8 @@ impl Scheduler {
     /// The goal currently answering for a derivation or (else) a store path.
     pub fn find_goal(&self, path: &StorePath) -> Option<GoalId> {
         self.drv_goals
-            .get(path)
-            .or_else(|| self.subst_goals.get(path))
+            .get(&self.goals, path)
+            .or_else(|| self.subst_goals.get(&self.goals, path))
     }
 
     pub fn goal_status(&self, g: GoalId) -> Option<BuildStatus> {
@@ -473,7 +497,16 @@ impl Scheduler {
             if self.batch.is_empty() {
                 if !self.awake.is_empty() {
                     let mut batch = std::mem::take(&mut self.awake);
-                    batch.sort_unstable_by(|&a, &b| self.order(a).cmp(&self.order(b)));
+                    // Sort on the key's first 16 bytes, read once per goal; ties (rare) on the
+                    // whole key.
+                    let mut keyed: Vec<(u128, GoalId)> =
+                        batch.iter().map(|&g| (self.order_prefix(g), g)).collect();
+                    keyed.sort_unstable_by(|a, b| {
+                        a.0.cmp(&b.0)
+                            .then_with(|| self.order(a.1).cmp(&self.order(b.1)))
+                    });
+                    batch.clear();
+                    batch.extend(keyed.into_iter().map(|(_, g)| g));
                     self.batch = batch.into();
                     continue;
                 }
@@ -525,9 +558,17 @@ impl Scheduler {
         }
     }
 
+    /// The first 16 bytes of the order: the kind, then the name's first 15 bytes (name
+    /// characters sort after 0, so a shorter name sorts first, as in Nix's key).
+    fn order_prefix(&self, g: GoalId) -> u128 {
+        let (kind, name, _) = self.order(g);
+        order_prefix(kind, name)
+    }
+
     fn queue_key(&self, g: GoalId) -> QueueKey {
         let (kind, name, hash) = self.order(g);
         QueueKey {
+            prefix: order_prefix(kind, name),
             kind,
             name: name.into(),
             hash: *hash,
@@ -659,7 +700,7 @@ impl Scheduler {
         mode: BuildMode,
         top: bool,
     ) -> GoalId {
-        if let Some(g) = self.drv_goals.get(drv) {
+        if let Some(g) = self.drv_goals.get(&self.goals, drv) {
             match self.goal(g).end {
                 None => {
                     self.drv_mut(g).add_wanted_outputs(outputs);
@@ -684,14 +725,14 @@ impl Scheduler {
         let name = drv.drv_name().unwrap_or(drv.name()).to_owned();
         let goal = DrvGoal::new(drv.clone(), outputs.to_vec(), mode);
         let g = self.add_goal(GoalData::Drv(goal));
-        self.drv_goals.insert(drv, g);
+        self.drv_goals.insert(&self.goals, drv, g);
         self.announce(g, kind, name, top);
         g
     }
 
     /// Nix's `makePathSubstitutionGoal`.
     fn request_path(&mut self, path: &StorePath, repair: bool, top: bool) -> GoalId {
-        if let Some(g) = self.subst_goals.get(path) {
+        if let Some(g) = self.subst_goals.get(&self.goals, path) {
             match self.goal(g).end {
                 None => return g,
                 Some(end) if end.reopenable => {
@@ -708,7 +749,7 @@ impl Scheduler {
         };
         let name = path.name().to_owned();
         let g = self.add_goal(GoalData::Subst(SubstGoal::new(path.clone(), repair)));
-        self.subst_goals.insert(path, g);
+        self.subst_goals.insert(&self.goals, path, g);
         self.announce(g, kind, name, top);
         g
     }

@@ -17,6 +17,8 @@ use crate::engine::api::GoalId;
 /// A goal's place in Nix's order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct QueueKey {
+    /// The kind and the first 15 name bytes (decides most comparisons without the name).
+    pub prefix: u128,
     /// 0 substitution, 1 derivation.
     pub kind: u8,
     pub name: Box<str>,
@@ -121,7 +123,12 @@ mod tests {
     use super::*;
 
     fn key(kind: u8, name: &str, h: u8, goal: u32) -> QueueKey {
+        let mut bytes = [0u8; 16];
+        bytes[0] = kind;
+        let n = name.len().min(15);
+        bytes[1..=n].copy_from_slice(&name.as_bytes()[..n]);
         QueueKey {
+            prefix: u128::from_be_bytes(bytes),
             kind,
             name: name.into(),
             hash: [b'0' + h; 32],

@@ -1513,3 +1513,103 @@ fn a_non_existent_input_output_fails_the_dependent() {
         )
     );
 }
+
+#[test]
+fn a_missing_drv_is_substituted_then_built() {
+    let mut store = MemStore::default();
+    store.add("hello", &[]);
+    store.valid.borrow_mut().remove(&drv_path("hello"));
+    let mut t = T::new(store, subst_settings());
+    t.start(&["hello"]);
+    assert_eq!(
+        t.reason("hello"),
+        WaitReason::Inputs {
+            pending: 1,
+            stage: InputStage::Derivation
+        }
+    );
+    // The cache has the .drv but not the output.
+    let drv = drv_path("hello");
+    t.answer_queries(|p| {
+        if *p == drv {
+            found(vec![])
+        } else {
+            SubstituteAnswer::NotFound
+        }
+    });
+    t.finish_substitutions(SubstitutionOutcome::Success);
+    t.answer_queries(|_| SubstituteAnswer::NotFound);
+    t.succeed("hello");
+    assert_eq!(t.status("hello"), Some(BuildStatus::Built));
+    assert_eq!(t.run_done(), Some(0));
+}
+
+#[test]
+fn missing_input_sources_are_substituted_before_the_build() {
+    let mut store = MemStore::default();
+    store.add_with("app", &[], |d| d.input_srcs = vec![path("src")]);
+    let mut t = T::new(store, subst_settings());
+    t.start(&["app"]);
+    t.answer_queries(|p| {
+        if *p == path("src") {
+            found(vec![])
+        } else {
+            SubstituteAnswer::NotFound
+        }
+    });
+    assert_eq!(t.building(), Vec::<String>::new(), "the source comes first");
+    t.finish_substitutions(SubstitutionOutcome::Success);
+    t.succeed("app");
+    assert_eq!(t.status("app"), Some(BuildStatus::Built));
+}
+
+#[test]
+fn substituters_are_tried_in_order() {
+    let mut store = MemStore::default();
+    store.add("app", &[]);
+    let mut t = T::new(
+        store,
+        Settings {
+            substituters: vec!["https://a".into(), "https://b".into(), "https://c".into()],
+            ..settings()
+        },
+    );
+    t.start(&["app"]);
+    let sub = t.s.find_goal(&out_path("app")).unwrap();
+    let mut asked = Vec::new();
+    // a: not found; b: found but gone when downloading; c: found and delivered.
+    for _ in 0..3 {
+        let queries = t.take(|e| matches!(e, Effect::QuerySubstitute { .. }));
+        let Effect::QuerySubstitute {
+            ticket,
+            substituter,
+            ..
+        } = queries[0].clone()
+        else {
+            unreachable!()
+        };
+        asked.push(substituter);
+        let answer = if substituter == 0 {
+            SubstituteAnswer::NotFound
+        } else {
+            found(vec![])
+        };
+        t.input(Input::SubstituteInfo { ticket, answer });
+        if substituter == 1 {
+            assert!(matches!(
+                t.s.goal_state(sub),
+                Some(GoalState::Running {
+                    detail: RunningDetail::Substitution { .. }
+                })
+            ));
+            t.finish_substitutions(SubstitutionOutcome::Gone {
+                message: "the substitute is gone".into(),
+            });
+        }
+    }
+    t.finish_substitutions(SubstitutionOutcome::Success);
+    assert_eq!(asked, vec![0, 1, 2]);
+    assert_eq!(t.s.goal_status(sub), Some(BuildStatus::Substituted));
+    assert_eq!(t.status("app"), Some(BuildStatus::Substituted));
+    assert!(t.messages().contains(&"the substitute is gone".to_string()));
+}

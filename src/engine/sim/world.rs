@@ -422,7 +422,8 @@ impl World {
             low |= digit << (5 * n);
         }
         let (node, kind) = self.unscramble(low);
-        (kind <= 1 && node < self.len() && hash[..24] == self.hash_prefix(node, kind))
+        // The first 8 characters (40 bits) tell this world's paths from others'.
+        (kind <= 1 && node < self.len() && hash[..8] == self.hash_prefix(node, kind)[..8])
             .then_some((node, kind))
     }
 }
