@@ -2,8 +2,9 @@
 //!
 //! The table is keyed by the first 16 characters (80 bits) of the hash part, stored inline:
 //! 24 bytes an entry, no name to allocate, nothing elsewhere in memory to compare. A hit is
-//! confirmed against the goal's own path (which the caller reads next anyway); the rare second
-//! path sharing those 16 characters goes to a side map.
+//! confirmed against the rest of the goal's hash part (the goal is read next anyway); the rare
+//! second path sharing those 16 characters goes to a side map. A whole hash part identifies a
+//! store path, as in Nix's `queryPathFromHashPart`.
 
 use rustc_hash::FxHashMap;
 
@@ -37,7 +38,7 @@ fn path_of(goals: &Arena, g: GoalId) -> &StorePath {
 impl PathIndex {
     pub(super) fn get(&self, goals: &Arena, path: &StorePath) -> Option<GoalId> {
         let g = *self.by_prefix.get(&key(path))?;
-        if path_of(goals, g) == path {
+        if path_of(goals, g).hash_part_bytes() == path.hash_part_bytes() {
             Some(g)
         } else {
             self.others.get(path).copied()
@@ -46,7 +47,7 @@ impl PathIndex {
 
     pub(super) fn insert(&mut self, goals: &Arena, path: &StorePath, g: GoalId) {
         match self.by_prefix.get(&key(path)) {
-            Some(&old) if path_of(goals, old) != path => {
+            Some(&old) if path_of(goals, old).hash_part_bytes() != path.hash_part_bytes() => {
                 self.others.insert(path.clone(), g);
             }
             _ => {

@@ -488,13 +488,18 @@ impl Scheduler {
 
     // --- the worker loop -------------------------------------------------------------------
 
-    /// Nix's `Worker::run` loop body: work the awake goals in key order, batch by batch, then
-    /// grant free slots; until nothing is awake or the work budget is spent.
+    /// Nix's `Worker::run` loop body: work the awake goals in key order, batch by batch,
+    /// granting free slots after each batch; until nothing is awake or the budget is spent.
     fn run(&mut self, store: &dyn StoreView) {
         let mut budget = WORK_BUDGET;
         loop {
             self.process_abandoned();
             if self.batch.is_empty() {
+                // A batch is done: the goals that reached a slot queue in it start now, as
+                // Nix starts a build as soon as a goal gets to `tryToBuild`.
+                if self.grant_slots() {
+                    continue;
+                }
                 if !self.awake.is_empty() {
                     let mut batch = std::mem::take(&mut self.awake);
                     // Sort on the key's first 16 bytes, read once per goal; ties (rare) on the
@@ -508,9 +513,6 @@ impl Scheduler {
                     batch.clear();
                     batch.extend(keyed.into_iter().map(|(_, g)| g));
                     self.batch = batch.into();
-                    continue;
-                }
-                if self.grant_slots() {
                     continue;
                 }
                 return;
