@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::plumbing;
+use super::{plumbing, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Build the embedded demo workload in the terminal UI.
     Demo,
+    /// Run the real scheduler on simulated builds (virtual time), printing what happens.
+    Simulate(simulate::SimulateArgs),
     /// Print the hash of the NAR serialisation of a path (like `nix-hash --type sha256 PATH`).
     HashPath(plumbing::nar::HashArgs),
     /// Print the hash of a regular file's contents (like `nix-hash --flat`).

@@ -27,6 +27,8 @@ pub enum AppError {
     },
     #[error("writing to standard output: {0}")]
     Stdout(io::Error),
+    #[error("plan '{}': {message}", path.display())]
+    Plan { path: PathBuf, message: String },
     #[error(transparent)]
     Hash(#[from] HashError),
     #[error(transparent)]

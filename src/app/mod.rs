@@ -2,6 +2,9 @@
 
 pub mod cli;
 pub mod error;
+pub mod json;
+pub mod plain;
 pub mod plumbing;
+pub mod simulate;
 
 pub use error::AppError;

@@ -271,7 +271,10 @@ impl StorePath {
             hash_part,
             name: name.into(),
         };
-        check_name(&path.base_name(), name)?;
+        // The full base name is only needed for the error message.
+        if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(is_name_char) {
+            check_name(&path.base_name(), name)?;
+        }
         Ok(path)
     }
 

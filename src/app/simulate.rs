@@ -1,0 +1,177 @@
+//! `drover simulate`: the real scheduler on simulated builds, with plain or JSON output; for
+//! teaching and for benchmarks. Virtual time runs as fast as the CPU allows, or `--speed`
+//! times faster than real time.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+
+use crate::app::AppError;
+use crate::app::plain::PlainPrinter;
+use crate::engine::api::BuildMode;
+use crate::engine::driver::{self, Delivery, DriverOptions};
+use crate::engine::scheduler::{Scheduler, Settings};
+use crate::engine::sim::{self, Dag, Plan, Shape, SimExecutor, SimModel, World};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines like nix-build's.
+    Plain,
+    /// drover's events, one JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Number of derivations.
+    #[arg(long, default_value_t = 100)]
+    pub nodes: u32,
+    /// Shape of the graph: random (fan-in 3 on average), wide, chain or diamond.
+    #[arg(long, default_value = "random")]
+    pub shape: Shape,
+    /// Fraction of builds that fail.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Build slots (`--max-jobs`).
+    #[arg(long, short = 'j', default_value_t = 4)]
+    pub jobs: u32,
+    /// Seed of the random graph and behaviour.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Play virtual time this many times faster than real time (default: as fast as possible).
+    #[arg(long)]
+    pub speed: Option<f64>,
+    /// Keep going after a failure.
+    #[arg(long, short = 'k')]
+    pub keep_going: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+    /// A JSON plan of named derivations instead of a generated graph.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// Fraction of outputs a simulated binary cache has (0: no substituter).
+    #[arg(long, default_value_t = 0.0)]
+    pub cached: f64,
+    /// Fraction of outputs whose lock another process holds at the start.
+    #[arg(long, default_value_t = 0.0)]
+    pub lock_rate: f64,
+    /// Mean build time in (virtual) seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub mean_build_time: f64,
+    /// Log lines per build.
+    #[arg(long, default_value_t = 3)]
+    pub log_lines: u32,
+    /// Fraction of builds that hang silently (see `--max-silent-time`).
+    #[arg(long, default_value_t = 0.0)]
+    pub hang_rate: f64,
+    /// Kill builds silent for this many seconds.
+    #[arg(long)]
+    pub max_silent_time: Option<u64>,
+    /// Kill builds running longer than this many seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Build every derivation this many extra times (`--repeat`).
+    #[arg(long, default_value_t = 0)]
+    pub repeat: u32,
+    /// Build with `--check`: rebuild (already valid) outputs and compare.
+    #[arg(long)]
+    pub check: bool,
+}
+
+impl SimulateArgs {
+    fn model(&self) -> SimModel {
+        SimModel {
+            seed: self.seed,
+            fail_rate: self.fail_rate,
+            transient_failures: false,
+            mean_duration_ms: (self.mean_build_time * 1000.0).max(1.0) as u64,
+            log_lines: self.log_lines,
+            lock_rate: self.lock_rate,
+            cached_rate: self.cached,
+            hang_rate: self.hang_rate,
+            ..SimModel::default()
+        }
+    }
+
+    fn world(&self) -> Result<World, AppError> {
+        let Some(path) = &self.plan else {
+            let dag = Dag::generate(self.shape, self.nodes, self.seed);
+            return Ok(World::generated(dag, self.model()));
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| AppError::io("reading", path, e))?;
+        let plan: Plan = serde_json::from_str(&text).map_err(|e| AppError::Plan {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        World::planned(&plan, self.model()).map_err(|message| AppError::Plan {
+            path: path.clone(),
+            message,
+        })
+    }
+
+    fn settings(&self) -> Settings {
+        let substituters = if self.cached > 0.0 {
+            vec!["https://cache.sim".to_owned()]
+        } else {
+            Vec::new()
+        };
+        Settings {
+            max_jobs: self.jobs,
+            keep_going: self.keep_going,
+            use_substitutes: !substituters.is_empty(),
+            substituters,
+            max_silent_time_ms: self.max_silent_time.unwrap_or(0) * 1000,
+            build_timeout_ms: self.timeout.unwrap_or(0) * 1000,
+            build_repeat: self.repeat,
+            ..Settings::default()
+        }
+    }
+}
+
+/// Runs the simulation, printing to stdout; returns the run's exit status.
+pub fn simulate(args: &SimulateArgs) -> Result<u8, AppError> {
+    let world = Arc::new(args.world()?);
+    let targets = sim::targets(&world);
+    let executor = SimExecutor::new(world).with_speed(args.speed);
+    let scheduler = Scheduler::new(args.settings());
+    let mode = if args.check {
+        BuildMode::Check
+    } else {
+        BuildMode::Normal
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| AppError::io("starting", std::path::Path::new("the runtime"), e))?;
+    let format = args.log_format;
+    runtime.block_on(async move {
+        let (driver, handle) = driver::driver(scheduler, executor, DriverOptions::default());
+        let mut events = handle.subscribe(Delivery::Lossless { capacity: 1 << 16 });
+        drop(handle);
+        let printer = tokio::spawn(async move {
+            let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout());
+            let mut plain = PlainPrinter::new();
+            while let Some(batch) = events.recv().await {
+                for e in batch.iter() {
+                    match format {
+                        LogFormat::Plain => plain.event(e, &mut out)?,
+                        LogFormat::Json => crate::app::json::write_event(e, &mut out)?,
+                    }
+                }
+            }
+            out.flush()
+        });
+        let outcome = driver.run(&targets, mode).await;
+        printer
+            .await
+            .map_err(|e| AppError::Usage(format!("output task failed: {e}")))?
+            .map_err(AppError::Stdout)?;
+        // The graph is freed by the process exit, faster than by dropping it.
+        std::mem::forget(outcome.scheduler);
+        std::mem::forget(outcome.executor);
+        Ok(outcome.exit_status)
+    })
+}
