@@ -387,18 +387,17 @@ fn leftovers_of_a_crash_are_replaced_not_trusted() {
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("f"), "the real contents").unwrap();
+    let (nar_hash, _) =
+        drover::engine::format::nar::hash_path(&src, drover::engine::format::HashAlgo::Sha256)
+            .unwrap();
     let expected = s
         .store_dir()
-        .parse(
-            &String::from_utf8(
-                std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
-                    .args(["store-path", "--type", "source", src.to_str().unwrap()])
-                    .output()
-                    .unwrap()
-                    .stdout,
-            )
-            .unwrap()
-            .trim(),
+        .make_fixed_output_path(
+            drover::engine::format::IngestionMethod::Recursive,
+            &nar_hash,
+            "src",
+            &BTreeSet::new(),
+            false,
         )
         .unwrap();
     // A previous run wrote half the contents and died before registering.
