@@ -1,0 +1,18 @@
+//! Helpers shared by integration tests.
+#![allow(dead_code)]
+/// Whether real Nix is available. Without it a differential test is skipped, except under
+/// `CI=true`, where a missing Nix is a failure.
+pub fn require_nix() -> bool {
+    let found = std::process::Command::new("nix-store")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "real Nix (nix-store) is required when CI=true: apt-get install -y nix-bin"
+        );
+        eprintln!("skipped: real Nix not found (apt-get install -y nix-bin)");
+    }
+    found
+}
