@@ -56,8 +56,11 @@ pub struct RefScanner {
 impl RefScanner {
     pub fn new(candidates: impl IntoIterator<Item = HashPart>) -> RefScanner {
         let pending: HashSet<HashPart> = candidates.into_iter().collect();
-        // At least 64 slots per candidate keeps false positives under 2%.
-        let bits = (pending.len().max(1) * 64).next_power_of_two().max(4096);
+        // 256 to 512 slots per candidate: a random window passes the filter with a
+        // probability under 0.4%, and the filter of a few hundred candidates fits in L1.
+        let bits = (pending.len().max(1) * 256)
+            .next_power_of_two()
+            .clamp(4096, 1 << 24);
         let mut scanner = RefScanner {
             filter: vec![0u64; bits / 64],
             filter_shift: 64 - bits.trailing_zeros(),
