@@ -17,7 +17,7 @@ use std::path::Path;
 
 use super::base32;
 use super::hash::{Hash, HashAlgo, Hasher};
-use super::nar::{NarError, Tee, dump_path};
+use super::nar::{NarError, Tee, dump_path, dump_path_parallel};
 use super::store_path::{HASH_PART_LEN, StorePath};
 
 /// A store path hash part: 32 Nix base-32 characters.
@@ -190,7 +190,7 @@ pub fn hash_and_scan<'a>(
     let candidates: Vec<&StorePath> = candidates.into_iter().collect();
     let mut scanner = RefScanner::new(candidates.iter().map(|c| *c.hash_part_bytes()));
     let mut hasher = Hasher::new(HashAlgo::Sha256);
-    let nar_size = dump_path(path, &mut Tee(&mut hasher, &mut scanner))?;
+    let nar_size = dump_path_parallel(path, &mut Tee(&mut hasher, &mut scanner))?;
     let found = scanner.into_found();
     let references = candidates
         .into_iter()
