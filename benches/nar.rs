@@ -45,7 +45,9 @@ fn inputs() -> Vec<(&'static str, Vec<u8>)> {
         text.extend_from_slice(b"-coreutils-9.1/bin:$PATH # some words of a build script\n");
     }
     text.truncate(SIZE);
-    let base32: Vec<u8> = (0..SIZE).map(|_| ALPHABET[(next() % 32) as usize]).collect();
+    let base32: Vec<u8> = (0..SIZE)
+        .map(|_| ALPHABET[(next() % 32) as usize])
+        .collect();
     vec![
         ("random", random),
         ("executable", binary),
