@@ -79,7 +79,7 @@ fn scan(c: &mut Criterion) {
 fn nar_reader(c: &mut Criterion) {
     let mut next = xorshift(5);
     let files = (0..64).map(|i| {
-        let len = (next() % 512 << 10) as usize;
+        let len = ((next() % 512) << 10) as usize;
         (format!("f{i:03}"), NarNode::file(vec![i as u8; len]))
     });
     let bytes = NarNode::directory(files).to_nar();
