@@ -272,6 +272,12 @@ fn rejects_truncation_at_every_length() {
     assert_eq!(parse(&nar).unwrap(), nar.len() as u64);
     for len in 0..nar.len() {
         assert_malformed(&nar[..len], len as u64, Malformed::Truncated);
+        match NarReader::new(&nar[..len]).embedded().validate() {
+            Err(NarError::Malformed { offset, kind }) => {
+                assert_eq!((offset, kind), (len as u64, Malformed::Truncated));
+            }
+            other => panic!("embedded, {len} bytes: {other:?}"),
+        }
     }
 }
 
