@@ -145,10 +145,11 @@ pub fn dump_path<W: Write + ?Sized>(path: &Path, out: &mut W) -> Result<u64, Nar
 
 /// Objects smaller than this are not worth a second thread.
 const PARALLEL_MIN: u64 = 1 << 20;
-/// Buffers in flight between the dumping and the writing thread, and their size: large, so
-/// that the threads rarely have to wake each other.
+/// Buffers in flight between the dumping and the writing thread, and their size: large
+/// enough that the threads rarely wake each other, small enough to stay in the caches (on
+/// the benchmark tree 4 x 256 KiB beat 4 x 128 KiB, 8 x 128 KiB and 4 x 1 MiB).
 const IN_FLIGHT: usize = 4;
-const PIPE_BUF_SIZE: usize = 1 << 20;
+const PIPE_BUF_SIZE: usize = 256 << 10;
 
 /// Like [`dump_path`], but `out` is written on a second thread while this one reads the
 /// files, so that reading and (for a hasher) hashing overlap.
