@@ -9,7 +9,9 @@
 //! times or owners, so equal trees give equal bytes and equal hashes.
 //!
 //! Writing: [`dump_path`] walks a tree and streams its NAR into any [`Write`] (hashing with a
-//! [`Hasher`] as the sink, see [`hash_path`]); [`NarNode`] builds a NAR in memory.
+//! [`Hasher`] as the sink, see [`hash_path`]); [`dump_path_parallel`] does the same with the
+//! sink on a second thread, so that reading files and hashing overlap; [`NarNode`] builds a
+//! NAR in memory.
 //! Reading: [`NarReader`] parses a stream and drives a [`NarVisitor`]. It accepts exactly the
 //! canonical form Nix writes and rejects anything else (bad tokens, non-zero padding, unsorted
 //! or dangerous names, truncation, trailing data, absurd lengths) with the byte offset of the
