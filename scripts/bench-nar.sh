@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Times `drover hash-path --type sha256 TREE` against `nix-hash --type sha256 TREE` on a
 # ~1 GiB tree of mixed small and large files (release build; the page cache is warmed by an
-# untimed run of each first). Prints the median of each and the ratio drover / Nix.
+# untimed run of each first). Prints the median of each and the ratio drover / Nix (and
+# the ratio of the best runs, which other load on the machine disturbs less).
 #
 #   scripts/bench-nar.sh [REPETITIONS]      (default 5; tree in $BENCH_DIR, default /tmp/drover-bench-nar)
 set -euo pipefail
@@ -76,6 +77,9 @@ for _ in $(seq "$reps"); do
 done
 d=$(printf '%s\n' "${d_times[@]}" | median)
 n=$(printf '%s\n' "${n_times[@]}" | median)
+dmin=$(printf '%s\n' "${d_times[@]}" | sort -n | head -1)
+nmin=$(printf '%s\n' "${n_times[@]}" | sort -n | head -1)
 echo "drover hash-path: median ${d}s  (runs: ${d_times[*]})"
 echo "nix-hash:         median ${n}s  (runs: ${n_times[*]})"
-echo "ratio drover/nix: $(echo "$d / $n" | bc -l | cut -c1-5)"
+echo "ratio drover/nix: median $(echo "$d / $n" | bc -l | cut -c1-5), best run $(echo "$dmin / $nmin" | bc -l | cut -c1-5)"
+echo "load average now: $(cut -d' ' -f1-3 /proc/loadavg) (on $(nproc) CPUs; other load skews the figures)"
