@@ -98,10 +98,10 @@ pub fn hash_file(args: &HashArgs) -> Result<(), AppError> {
     args.print_each(|path| Ok(nar::hash_flat(path, args.algo)?.0))
 }
 
-/// `nix-store --dump PATH`: the NAR on standard output.
+/// `nix-store --dump PATH`: the NAR on standard output (written by a second thread while
+/// this one reads the files).
 pub fn dump(args: &DumpArgs) -> Result<(), AppError> {
-    let mut out = io::stdout().lock();
-    match nar::dump_path(&args.path, &mut out) {
+    match nar::dump_path_parallel(&args.path, &mut io::stdout()) {
         Ok(_) => Ok(()),
         Err(nar::NarError::Write(e)) => Err(AppError::Stdout(e)),
         Err(e) => Err(e.into()),

@@ -272,6 +272,12 @@ fn rejects_truncation_at_every_length() {
     assert_eq!(parse(&nar).unwrap(), nar.len() as u64);
     for len in 0..nar.len() {
         assert_malformed(&nar[..len], len as u64, Malformed::Truncated);
+        match NarReader::new(&nar[..len]).embedded().validate() {
+            Err(NarError::Malformed { offset, kind }) => {
+                assert_eq!((offset, kind), (len as u64, Malformed::Truncated));
+            }
+            other => panic!("embedded, {len} bytes: {other:?}"),
+        }
     }
 }
 
@@ -647,4 +653,85 @@ proptest! {
             prop_assert_eq!(size, nar.len() as u64);
         }
     }
+}
+
+#[test]
+fn restore_never_writes_through_a_symlink_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let target = outside.to_str().unwrap().as_bytes();
+    // "link" -> outside, then a directory "link" holding "pwned": a duplicate entry.
+    let t: &[&[u8]] = &[
+        b"nix-archive-1",
+        b"(",
+        b"type",
+        b"directory",
+        b"entry",
+        b"(",
+        b"name",
+        b"link",
+        b"node",
+        b"(",
+        b"type",
+        b"symlink",
+        b"target",
+        target,
+        b")",
+        b")",
+        b"entry",
+        b"(",
+        b"name",
+        b"link",
+        b"node",
+        b"(",
+        b"type",
+        b"directory",
+        b"entry",
+        b"(",
+        b"name",
+        b"pwned",
+        b"node",
+        b"(",
+        b"type",
+        b"regular",
+        b"contents",
+        b"gotcha",
+        b")",
+        b")",
+        b")",
+        b")",
+        b")",
+    ];
+    let root = dir.path().join("root");
+    match restore(&strs(t)[..], &root) {
+        Err(NarError::Malformed { offset, kind }) => {
+            assert_eq!(offset, offset_of(t, 19));
+            assert_eq!(kind, Malformed::DuplicateName(b"link".to_vec()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    // A symlink as the root is created, not followed.
+    let link_nar = strs(&[
+        b"nix-archive-1",
+        b"(",
+        b"type",
+        b"symlink",
+        b"target",
+        target,
+        b")",
+    ]);
+    restore(&link_nar[..], &dir.path().join("top")).unwrap();
+    assert!(
+        fs::symlink_metadata(dir.path().join("top"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    match restore(&strs(FILE_X)[..], &dir.path().join("top")) {
+        Err(NarError::Io { action, .. }) => assert_eq!(action, "creating file"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
 }
