@@ -85,36 +85,7 @@ fn is_stale(file: &File, path: &Path) -> Result<bool, LockError> {
 
 /// Tries to lock every path's lock file without blocking.
 pub fn try_lock_paths<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<TryLock, LockError> {
-    let sorted: BTreeSet<&Path> = paths.into_iter().collect();
-    let mut locks = PathLocks::default();
-    for path in sorted {
-        let lock_path = lock_file_of(path);
-        loop {
-            let file = open_lock_file(&lock_path)?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(TryLockError::WouldBlock) => {
-                    let holder = lock_holder(&lock_path);
-                    // Dropping `locks` releases what we took so far.
-                    return Ok(TryLock::Busy {
-                        lock: lock_path,
-                        holder,
-                    });
-                }
-                Err(TryLockError::Error(source)) => {
-                    return Err(LockError::Lock {
-                        path: lock_path,
-                        source,
-                    });
-                }
-            }
-            if !is_stale(&file, &lock_path)? {
-                locks.held.push((lock_path, file));
-                break;
-            }
-        }
-    }
-    Ok(TryLock::Acquired(locks))
+    lock_all(paths, None)
 }
 
 /// Locks every path's lock file, waiting as long as it takes. `on_wait` is called once per
@@ -124,6 +95,18 @@ pub fn lock_paths<'a>(
     paths: impl IntoIterator<Item = &'a Path>,
     mut on_wait: impl FnMut(&Path, Option<LockHolder>),
 ) -> Result<PathLocks, LockError> {
+    match lock_all(paths, Some(&mut on_wait))? {
+        TryLock::Acquired(locks) => Ok(locks),
+        TryLock::Busy { .. } => unreachable!("a waiting locker never reports a busy lock"),
+    }
+}
+
+/// Locks the paths in sorted order; with `wait`, waits for busy locks (telling `wait` first),
+/// without it gives up at the first busy one, releasing what it took.
+fn lock_all<'a>(
+    paths: impl IntoIterator<Item = &'a Path>,
+    mut wait: Option<&mut dyn FnMut(&Path, Option<LockHolder>)>,
+) -> Result<TryLock, LockError> {
     let sorted: BTreeSet<&Path> = paths.into_iter().collect();
     let mut locks = PathLocks::default();
     for path in sorted {
@@ -132,13 +115,23 @@ pub fn lock_paths<'a>(
             let file = open_lock_file(&lock_path)?;
             match file.try_lock() {
                 Ok(()) => {}
-                Err(TryLockError::WouldBlock) => {
-                    on_wait(&lock_path, lock_holder(&lock_path));
-                    file.lock().map_err(|source| LockError::Lock {
-                        path: lock_path.clone(),
-                        source,
-                    })?;
-                }
+                Err(TryLockError::WouldBlock) => match wait.as_mut() {
+                    Some(on_wait) => {
+                        on_wait(&lock_path, lock_holder(&lock_path));
+                        file.lock().map_err(|source| LockError::Lock {
+                            path: lock_path.clone(),
+                            source,
+                        })?;
+                    }
+                    None => {
+                        let holder = lock_holder(&lock_path);
+                        // Dropping `locks` releases what we took so far.
+                        return Ok(TryLock::Busy {
+                            lock: lock_path,
+                            holder,
+                        });
+                    }
+                },
                 Err(TryLockError::Error(source)) => {
                     return Err(LockError::Lock {
                         path: lock_path,
@@ -146,13 +139,14 @@ pub fn lock_paths<'a>(
                     });
                 }
             }
+            // A file its previous holder deleted: retry with a fresh one.
             if !is_stale(&file, &lock_path)? {
                 locks.held.push((lock_path, file));
                 break;
             }
         }
     }
-    Ok(locks)
+    Ok(TryLock::Acquired(locks))
 }
 
 impl PathLocks {
