@@ -101,11 +101,14 @@ pub fn lock_paths<'a>(
     }
 }
 
+/// Told which lock is busy (and by whom) before a blocking locker waits for it.
+type OnWait<'a> = dyn FnMut(&Path, Option<LockHolder>) + 'a;
+
 /// Locks the paths in sorted order; with `wait`, waits for busy locks (telling `wait` first),
 /// without it gives up at the first busy one, releasing what it took.
 fn lock_all<'a>(
     paths: impl IntoIterator<Item = &'a Path>,
-    mut wait: Option<&mut dyn FnMut(&Path, Option<LockHolder>)>,
+    mut wait: Option<&mut OnWait<'_>>,
 ) -> Result<TryLock, LockError> {
     let sorted: BTreeSet<&Path> = paths.into_iter().collect();
     let mut locks = PathLocks::default();
