@@ -36,6 +36,29 @@ fn strip_sql(s: &str) -> String {
         .replace("if not exists ", "")
 }
 
+/// Many first opens of a fresh store at once all succeed (the CI once saw one read the
+/// schema file while another was still writing it).
+#[test]
+fn concurrent_first_opens_of_a_new_store_all_succeed() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (root, barrier) = (root.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    LocalStore::open(StoreConfig::chroot(&root)).map(|_| ())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+    }
+}
+
 #[test]
 fn creates_nix_layout_and_schema() {
     let dir = tempfile::tempdir().unwrap();

@@ -176,18 +176,24 @@ impl LocalStore {
 
         let schema_path = db_dir.join("schema");
         let db_path = db_dir.join("db.sqlite");
-        let schema = match std::fs::read_to_string(&schema_path) {
-            Ok(s) => Some(s.trim().to_owned()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(StoreError::io("reading", &schema_path)(e)),
-        };
-        let db = match schema {
-            None => {
-                let db = Db::open(&db_path, config.store_dir.clone(), true)?;
-                std::fs::write(&schema_path, SCHEMA_VERSION.to_string())
-                    .map_err(StoreError::io("writing", &schema_path))?;
-                db
+        let mut schema = read_schema(&schema_path)?;
+        if schema.is_none() {
+            // A new store: create it under the exclusive lock so that concurrent first opens
+            // do not race, then look again (another process may have won).
+            big_lock
+                .lock()
+                .map_err(StoreError::io("locking", &big_lock_path))?;
+            schema = read_schema(&schema_path)?;
+            if schema.is_none() {
+                drop(Db::open(&db_path, config.store_dir.clone(), true)?);
+                write_atomically(&schema_path, SCHEMA_VERSION.to_string().as_bytes())?;
+                schema = Some(SCHEMA_VERSION.to_string());
             }
+            big_lock
+                .lock_shared()
+                .map_err(StoreError::io("locking", &big_lock_path))?;
+        }
+        let db = match schema {
             Some(v) if v == SCHEMA_VERSION.to_string() => {
                 Db::open(&db_path, config.store_dir.clone(), false)?
             }
@@ -198,6 +204,7 @@ impl LocalStore {
                     supported: SCHEMA_VERSION,
                 });
             }
+            None => unreachable!("the schema was created above"),
         };
         Ok(LocalStore {
             temp_roots: Mutex::new(TempRoots::new(&config.state_dir)),
@@ -548,6 +555,22 @@ fn now_seconds() -> i64 {
 }
 
 /// Creates the directories Nix creates for a store (idempotent).
+/// The schema version in `<state>/db/schema`, `None` for a store not created yet.
+fn read_schema(path: &Path) -> Result<Option<String>, StoreError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s.trim().to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("reading", path)(e)),
+    }
+}
+
+/// Writes a small file so that readers see either nothing or all of it.
+fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, contents).map_err(StoreError::io("writing", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(StoreError::io("renaming", &tmp))
+}
+
 fn create_layout(config: &StoreConfig) -> Result<(), StoreError> {
     let state = &config.state_dir;
     let dirs = [
@@ -564,9 +587,10 @@ fn create_layout(config: &StoreConfig) -> Result<(), StoreError> {
         std::fs::create_dir_all(d).map_err(StoreError::io("creating directory", d))?;
     }
     let profiles_link = state.join("gcroots/profiles");
-    if std::fs::symlink_metadata(&profiles_link).is_err() {
-        std::os::unix::fs::symlink(state.join("profiles"), &profiles_link)
-            .map_err(StoreError::io("creating symlink", &profiles_link))?;
+    match std::os::unix::fs::symlink(state.join("profiles"), &profiles_link) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(StoreError::io("creating symlink", &profiles_link)(e))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
