@@ -1,2 +1,7 @@
-//! Build isolation (Linux namespaces, a chroot of the input closure). The sandbox takes a pure
-//! `SandboxSpec` and knows nothing of goals (layer rule 5); it lands with the sandbox issue.
+//! Running builders. A builder is described by a pure [`SandboxSpec`]; isolation in Linux
+//! namespaces fills in [`SandboxSpec::namespaces`] with the sandbox issue. This module knows
+//! nothing of goals or derivations (layer rule 5).
+
+pub mod spec;
+
+pub use spec::{Namespaces, Personality, SandboxSpec};
