@@ -1,11 +1,13 @@
 //! The `drover` binary: parse the command line, run the command, map the outcome to an exit
 //! status (0 success, 1 error, Nix's 100-104 for failed builds, as `simulate` reports them).
 
+use std::ffi::OsStr;
 use std::process::ExitCode;
 
 use clap::Parser;
 use drover::app::cli::{Cli, Command};
 use drover::app::{plumbing, simulate};
+use drover::sandbox::helper::HELPER_ARG;
 
 /// The scheduler allocates many small, short-lived objects; mimalloc serves them faster.
 #[global_allocator]
@@ -16,6 +18,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn main() -> ExitCode {
+    // The build supervisor (`drover __build-exec`) runs before anything else: it is started
+    // once per build, so it must be cheap.
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(HELPER_ARG)) {
+        drover::sandbox::helper::main();
+    }
     // Keep freed pages instead of giving them back to the system: a large run frees and
     // reuses memory all the time, and each page given back costs a page fault and zeroing
     // when it is used again. (drover is a batch process; its memory goes at exit.)

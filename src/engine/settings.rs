@@ -493,6 +493,6 @@ mod tests {
                 .to_string()
                 .contains("sandbox")
         );
-        assert_eq!(parse_max_jobs("auto").unwrap() >= 1, true);
+        assert!(parse_max_jobs("auto").unwrap() >= 1);
     }
 }

@@ -1,35 +1,41 @@
 //! What to run for a build, as plain data: the program, its arguments and environment (bytes,
 //! since Nix allows any), the working directory, the user to run as, the personality, and
 //! (with the sandbox) the namespaces to set up. The engine builds a [`SandboxSpec`] from a
-//! derivation; the supervisor (`drover __build-exec`) reads it and runs it. It travels as
-//! JSON behind an 8-byte little-endian length on the supervisor's standard input.
+//! derivation; the supervisor (`drover __build-exec`) decodes it and runs it.
+//!
+//! It travels in a small binary encoding (every field a little-endian `u32` length or value,
+//! byte strings after their length): an environment may hold megabytes, and the supervisor
+//! should spend no time parsing.
 
-use std::io::{self, Read, Write};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 /// One builder to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxSpec {
     /// The executable (an absolute path, as in a derivation's `builder`).
     pub program: Vec<u8>,
     /// The arguments, `argv[0]` included (Nix passes the builder's base name).
     pub argv: Vec<Vec<u8>>,
-    /// The whole environment, in order.
-    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The whole environment as `NAME=value` entries, in order.
+    pub env: Vec<Vec<u8>>,
     /// Where the builder starts.
     pub cwd: PathBuf,
     /// Switch to this user and group (a build user); `None` runs as the caller.
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Supplementary groups of the build user.
+    pub groups: Vec<u32>,
     pub personality: Personality,
     /// Linux namespaces to isolate the build in; `None` runs it in the caller's (no sandbox).
     pub namespaces: Option<Namespaces>,
 }
 
 /// Personality flags for the builder (Nix sets them for determinism).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Personality {
     /// A 32-bit build on a 64-bit machine (`i686-linux` on `x86_64`, `armv7l-linux`, ...).
     pub linux32: bool,
@@ -38,42 +44,166 @@ pub struct Personality {
 }
 
 /// The isolation a sandboxed build gets; filled in by the sandbox work.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Namespaces {
     /// A private network namespace with only a loopback interface (all but fixed-output
     /// builds).
     pub private_network: bool,
 }
 
-impl SandboxSpec {
-    /// Writes the spec as the supervisor expects it on its standard input.
-    pub fn encode(&self) -> Vec<u8> {
-        let json = serde_json::to_vec(self).expect("a spec always serialises");
-        let mut out = Vec::with_capacity(8 + json.len());
-        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-        out.extend_from_slice(&json);
-        out
+/// A spec that could not be decoded.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("malformed build spec at byte {offset}: {what}")]
+pub struct DecodeError {
+    pub offset: usize,
+    pub what: &'static str,
+}
+
+const NONE: u32 = u32::MAX;
+
+struct Encoder(Vec<u8>);
+
+impl Encoder {
+    fn num(&mut self, n: u32) {
+        self.0.extend_from_slice(&n.to_le_bytes());
     }
 
-    /// Reads one encoded spec (and nothing more) from `input`.
-    pub fn read_from(input: &mut impl Read) -> io::Result<SandboxSpec> {
-        let mut len = [0u8; 8];
-        input.read_exact(&mut len)?;
-        let len = u64::from_le_bytes(len);
-        if len > 1 << 30 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("build spec of {len} bytes is too large"),
-            ));
+    fn bytes(&mut self, b: &[u8]) {
+        self.num(u32::try_from(b.len()).expect("a field below 4 GiB"));
+        self.0.extend_from_slice(b);
+    }
+
+    fn list(&mut self, items: &[Vec<u8>]) {
+        self.num(items.len() as u32);
+        for i in items {
+            self.bytes(i);
         }
-        let mut json = vec![0u8; len as usize];
-        input.read_exact(&mut json)?;
-        serde_json::from_slice(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
-    /// Writes the encoded spec to `out`.
-    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
-        out.write_all(&self.encode())
+    fn opt(&mut self, n: Option<u32>) {
+        self.num(n.unwrap_or(NONE));
+    }
+}
+
+struct Decoder<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Decoder<'a> {
+    fn err(&self, what: &'static str) -> DecodeError {
+        DecodeError {
+            offset: self.pos,
+            what,
+        }
+    }
+
+    fn num(&mut self) -> Result<u32, DecodeError> {
+        let b = self
+            .data
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| self.err("truncated number"))?;
+        self.pos += 4;
+        Ok(u32::from_le_bytes(b.try_into().expect("four bytes")))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.num()? as usize;
+        let b = self
+            .data
+            .get(self.pos..self.pos.saturating_add(n))
+            .ok_or_else(|| self.err("truncated string"))?;
+        self.pos += n;
+        Ok(b)
+    }
+
+    fn list(&mut self) -> Result<Vec<Vec<u8>>, DecodeError> {
+        let n = self.num()? as usize;
+        if n > self.data.len() {
+            return Err(self.err("list longer than the spec"));
+        }
+        (0..n).map(|_| self.bytes().map(<[u8]>::to_vec)).collect()
+    }
+
+    fn opt(&mut self) -> Result<Option<u32>, DecodeError> {
+        Ok(Some(self.num()?).filter(|&n| n != NONE))
+    }
+
+    fn flag(&mut self) -> Result<bool, DecodeError> {
+        match self.num()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.err("expected 0 or 1")),
+        }
+    }
+}
+
+impl SandboxSpec {
+    /// The spec as bytes (see the module doc).
+    pub fn encode(&self) -> Vec<u8> {
+        let env_size: usize = self.env.iter().map(|e| e.len() + 4).sum();
+        let mut e = Encoder(Vec::with_capacity(256 + env_size));
+        e.bytes(&self.program);
+        e.list(&self.argv);
+        e.list(&self.env);
+        e.bytes(self.cwd.as_os_str().as_encoded_bytes());
+        e.opt(self.uid);
+        e.opt(self.gid);
+        e.num(self.groups.len() as u32);
+        for &g in &self.groups {
+            e.num(g);
+        }
+        e.num(u32::from(self.personality.linux32));
+        e.num(u32::from(self.personality.uname26));
+        match &self.namespaces {
+            None => e.num(0),
+            Some(ns) => {
+                e.num(1);
+                e.num(u32::from(ns.private_network));
+            }
+        }
+        e.0
+    }
+
+    /// Decodes what [`SandboxSpec::encode`] wrote; every byte must be used.
+    pub fn decode(data: &[u8]) -> Result<SandboxSpec, DecodeError> {
+        let mut d = Decoder { data, pos: 0 };
+        let program = d.bytes()?.to_vec();
+        let argv = d.list()?;
+        let env = d.list()?;
+        let cwd = PathBuf::from(OsStr::from_bytes(d.bytes()?));
+        let uid = d.opt()?;
+        let gid = d.opt()?;
+        let n = d.num()? as usize;
+        if n > data.len() {
+            return Err(d.err("too many groups"));
+        }
+        let groups = (0..n).map(|_| d.num()).collect::<Result<_, _>>()?;
+        let personality = Personality {
+            linux32: d.flag()?,
+            uname26: d.flag()?,
+        };
+        let namespaces = if d.flag()? {
+            Some(Namespaces {
+                private_network: d.flag()?,
+            })
+        } else {
+            None
+        };
+        if d.pos != data.len() {
+            return Err(d.err("trailing bytes"));
+        }
+        Ok(SandboxSpec {
+            program,
+            argv,
+            env,
+            cwd,
+            uid,
+            gid,
+            groups,
+            personality,
+            namespaces,
+        })
     }
 }
 
@@ -81,40 +211,51 @@ impl SandboxSpec {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_spec_round_trips_with_arbitrary_bytes() {
-        let spec = SandboxSpec {
+    fn sample() -> SandboxSpec {
+        SandboxSpec {
             program: b"/bin/busybox".to_vec(),
             argv: vec![b"busybox".to_vec(), b"sh".to_vec(), vec![0xff, b'\n', 0]],
-            env: vec![(b"out".to_vec(), b"/nix/store/x".to_vec())],
+            env: vec![b"out=/nix/store/x".to_vec(), b"E=".to_vec()],
             cwd: PathBuf::from("/tmp/nix-build-x.drv-0"),
             uid: None,
             gid: Some(30001),
+            groups: vec![1, 2],
             personality: Personality {
                 linux32: true,
                 uname26: false,
             },
-            namespaces: None,
-        };
-        let bytes = spec.encode();
-        let mut input = &bytes[..];
-        assert_eq!(SandboxSpec::read_from(&mut input).unwrap(), spec);
-        assert!(input.is_empty(), "nothing beyond the spec is read");
+            namespaces: Some(Namespaces {
+                private_network: true,
+            }),
+        }
     }
 
     #[test]
-    fn a_truncated_spec_is_an_error() {
-        let bytes = SandboxSpec {
-            program: b"/x".to_vec(),
-            argv: vec![],
-            env: vec![],
-            cwd: PathBuf::from("/"),
-            uid: None,
-            gid: None,
-            personality: Personality::default(),
+    fn a_spec_round_trips_with_arbitrary_bytes() {
+        let spec = sample();
+        assert_eq!(SandboxSpec::decode(&spec.encode()).unwrap(), spec);
+        let plain = SandboxSpec {
             namespaces: None,
+            groups: vec![],
+            ..spec
+        };
+        assert_eq!(SandboxSpec::decode(&plain.encode()).unwrap(), plain);
+    }
+
+    #[test]
+    fn truncated_or_padded_specs_are_errors() {
+        let bytes = sample().encode();
+        for cut in [0, 3, 10, bytes.len() - 1] {
+            assert!(SandboxSpec::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
-        .encode();
-        assert!(SandboxSpec::read_from(&mut &bytes[..bytes.len() - 1]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            SandboxSpec::decode(&long).unwrap_err().what,
+            "trailing bytes"
+        );
+        let mut huge = bytes;
+        huge[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(SandboxSpec::decode(&huge).is_err());
     }
 }

@@ -160,7 +160,7 @@ impl BuildEnv {
         } else if let Some(spec) = drv.env_var("exportReferencesGraph") {
             let spec = spec.to_str_lossy();
             let tokens = tokenize(&spec);
-            if tokens.len() % 2 != 0 {
+            if !tokens.len().is_multiple_of(2) {
                 return Err(BuildError::Rejected(format!(
                     "odd number of tokens in 'exportReferencesGraph': '{spec}'"
                 )));
