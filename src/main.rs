@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use drover::app::cli::{Cli, Command};
-use drover::app::{plumbing, simulate};
+use drover::app::{build, plumbing, simulate};
 use drover::sandbox::helper::HELPER_ARG;
 
 /// The scheduler allocates many small, short-lived objects; mimalloc serves them faster.
@@ -55,6 +55,7 @@ fn run(command: &Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Simulate(args) => Ok(simulate::simulate(args)?),
+        Command::Build(args) => Ok(build::build(args)?),
         _ => unreachable!("plumbing::run handles every other command"),
     }
 }

@@ -26,6 +26,8 @@ pub struct PlainPrinter {
     counts: Counts,
     /// Lines are prefixed with `name> ` (like `nix build -L`).
     pub prefix_logs: bool,
+    /// End with drover's one-line summary of the run.
+    pub summary: bool,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +49,7 @@ impl PlainPrinter {
     pub fn new() -> PlainPrinter {
         PlainPrinter {
             prefix_logs: true,
+            summary: true,
             ..PlainPrinter::default()
         }
     }
@@ -202,6 +205,9 @@ impl PlainPrinter {
                 }
                 writeln!(out, "error: build of {} failed", paths.join(", "))?;
             }
+        }
+        if !self.summary {
+            return Ok(());
         }
         let c = &self.counts;
         writeln!(

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod build;
 pub mod driver;
+pub mod executor;
 pub mod format;
 pub mod scheduler;
 pub mod settings;

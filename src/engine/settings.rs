@@ -394,7 +394,7 @@ impl Settings {
 
     /// What the builds read. `build_dir` defaults to `$TMPDIR` (or `/tmp`), with symlinks
     /// resolved as Nix does.
-    pub fn build_settings(&self, helper_exe: PathBuf) -> BuildSettings {
+    pub fn build_settings(&self) -> BuildSettings {
         let build_dir = self.build_dir.clone().unwrap_or_else(|| {
             std::env::var_os("TMPDIR")
                 .filter(|v| !v.is_empty())
@@ -414,7 +414,6 @@ impl Settings {
             keep_build_log: self.keep_build_log,
             compress_build_log: self.compress_build_log,
             impersonate_linux_26: self.impersonate_linux_26,
-            helper_exe,
         }
     }
 
