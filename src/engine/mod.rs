@@ -1,6 +1,7 @@
 //! Everything Nix means: formats, the store, the scheduler and the builds.
 
 pub mod api;
+pub mod build;
 pub mod driver;
 pub mod format;
 pub mod scheduler;
