@@ -331,6 +331,8 @@ struct Run<'r> {
     dynamic_locks: Vec<PathLocks>,
     /// The fixed-output hash mismatch, reported after registration.
     delayed: Option<Rejection>,
+    /// The output in pass 2 had its files rewritten.
+    rewritten: bool,
 }
 
 impl<'r> Run<'r> {
@@ -374,6 +376,7 @@ impl<'r> Run<'r> {
             registered_ca: BTreeSet::new(),
             dynamic_locks: Vec::new(),
             delayed: None,
+            rewritten: false,
         })
     }
 
@@ -399,7 +402,7 @@ impl<'r> Run<'r> {
             };
             let new = self.new_output(output, meta, nar_hash, *nar_size, references)?;
             if self.req.mode == BuildMode::Check {
-                if let Some(old) = self.check_output(output, new)? {
+                if let Some(old) = self.check_output(new)? {
                     checked.insert(name, old);
                 }
                 continue;
@@ -634,8 +637,11 @@ impl<'r> Run<'r> {
         };
         info.deriver = Some(self.req.drv_path.clone());
         info.ultimate = true;
-        canon::canonicalise_path_metadata(&output.location, None, &mut self.inodes_seen)
-            .map_err(Rejection::misc)?;
+        if std::mem::take(&mut self.rewritten) {
+            // The rewritten files were created afresh.
+            canon::canonicalise_path_metadata(&output.location, None, &mut self.inodes_seen)
+                .map_err(Rejection::misc)?;
+        }
         let in_place = output.location == self.store.real_path(&info.path);
         Ok(NewOutput {
             info,
@@ -673,7 +679,7 @@ impl<'r> Run<'r> {
     /// Applies the rewrites to the output's files if it contains any scratch hash part they
     /// replace; returns the NAR hash and size of the result.
     fn rewrite_output(
-        &self,
+        &mut self,
         output: &BuiltOutput,
         references: &BTreeSet<StorePath>,
         unchanged: (Hash, u64),
@@ -684,6 +690,7 @@ impl<'r> Run<'r> {
         if !needed {
             return Ok(unchanged);
         }
+        self.rewritten = true;
         rewrite_in_place(&output.location, &self.rewrites).map_err(Rejection::misc)
     }
 
@@ -757,11 +764,7 @@ impl<'r> Run<'r> {
 
     /// Check mode: compares a rebuilt output with the registered one; returns the
     /// registered info when they are the same.
-    fn check_output(
-        &mut self,
-        output: &BuiltOutput,
-        new: NewOutput,
-    ) -> Result<Option<PathInfo>, Rejection> {
+    fn check_output(&mut self, new: NewOutput) -> Result<Option<PathInfo>, Rejection> {
         let Some(mut old) = self
             .store
             .query_path_info(&new.info.path)
@@ -798,7 +801,6 @@ impl<'r> Run<'r> {
                 ),
             });
         }
-        let _ = output;
         // Since the build is verified, the path is now ultimately trusted.
         if !old.ultimate {
             old.ultimate = true;
@@ -815,8 +817,15 @@ impl<'r> Run<'r> {
             .store
             .is_valid(&new.info.path)
             .map_err(Rejection::misc)?;
-        if !new.in_place && !valid {
-            self.move_output(&mut new)?;
+        if !new.in_place {
+            if valid {
+                // Produced by something else already: this copy is not needed.
+                canon::delete_path(&new.location).map_err(Rejection::misc)?;
+                new.location = self.store.real_path(&new.info.path);
+                new.in_place = true;
+            } else {
+                self.move_output(&mut new)?;
+            }
         }
         self.store
             .register_valid_paths(std::slice::from_ref(&new.info))
