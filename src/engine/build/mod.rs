@@ -14,6 +14,7 @@ pub mod log;
 pub mod outputs;
 pub mod parsed;
 pub mod prepare;
+pub mod register;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -27,7 +28,7 @@ use crate::engine::store::{LocalStore, canon};
 use crate::sandbox::{BuilderEvent, Started, Supervisors};
 
 pub use log::{LogEvent, LogLines};
-pub use prepare::{OutputPlan, Prepared};
+pub use prepare::Prepared;
 
 /// The settings a build reads (see `engine::settings` for where they come from).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,20 +1,19 @@
 //! Everything before the builder runs, as Nix 2.8's `tryToBuild` and `startBuilder` do it
 //! without a sandbox: check that this machine can build the derivation, delete stale invalid
-//! outputs, choose where each output is written (its own path, or a scratch path when the
-//! real one is valid or being repaired: Nix's hash rewriting), create the build directory
+//! outputs and choose where each output is written ([`register::prepare_outputs`]: its own
+//! path, or a scratch path when the real one is valid or being repaired, with Nix's hash
+//! rewriting), create the build directory
 //! `nix-build-<drv name>-<n>`, compute the environment and write the files it refers to, open
 //! the log file, and describe the builder as a [`SandboxSpec`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::DirBuilder;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::engine::api::BuildMode;
 use crate::engine::format::derivation::{ByteSlice, hash_placeholder};
-use crate::engine::format::store_path::output_path_name;
-use crate::engine::format::{Derivation, Hash, HashAlgo, StorePath};
+use crate::engine::format::{Derivation, StorePath};
 use crate::engine::scheduler::BuildRequest;
 use crate::engine::store::logs::LogWriter;
 use crate::engine::store::{ClosureFlags, LocalStore, canon};
@@ -22,18 +21,8 @@ use crate::sandbox::{Personality, SandboxSpec};
 
 use super::env::{BuildEnv, EnvParams, Rewrites, rewrite_strings};
 use super::parsed::ParsedDrv;
+use super::register::{self, BuiltOutput};
 use super::{BuildError, BuildSettings};
-
-/// Where one output is built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputPlan {
-    pub name: String,
-    /// The output's store path.
-    pub path: StorePath,
-    /// Where the builder writes it: `path` itself, or a scratch path of the same length when
-    /// `path` is valid (check mode, an output built already) or being repaired.
-    pub scratch: StorePath,
-}
 
 /// A build ready to start.
 pub struct Prepared {
@@ -41,44 +30,12 @@ pub struct Prepared {
     pub drv: Derivation,
     /// The build directory (kept with `keep-failed` when the build fails).
     pub tmp_dir: PathBuf,
-    pub outputs: Vec<OutputPlan>,
+    pub outputs: Vec<BuiltOutput>,
     /// The closure of the inputs: what outputs may refer to.
     pub input_paths: BTreeSet<StorePath>,
     pub spec: SandboxSpec,
     /// The log file, when logs are kept.
     pub log: Option<LogWriter>,
-}
-
-/// Nix's `makeFallbackPath(path)`: the scratch path standing in for a valid output while it
-/// is rebuilt.
-pub fn fallback_path(
-    store: &LocalStore,
-    drv_path: &StorePath,
-    path: &StorePath,
-) -> Result<StorePath, BuildError> {
-    let kind = format!("rewrite:{}:{}", store.print(drv_path), store.print(path));
-    store
-        .store_dir()
-        .make_store_path(&kind, &Hash::zero(HashAlgo::Sha256), path.name())
-        .map_err(BuildError::other)
-}
-
-/// Nix's `makeFallbackPath(outputName)`: where a floating content-addressed output is built.
-pub fn fallback_output_path(
-    store: &LocalStore,
-    drv_path: &StorePath,
-    drv_name: &str,
-    output: &str,
-) -> Result<StorePath, BuildError> {
-    let kind = format!("rewrite:{}:name:{output}", store.print(drv_path));
-    store
-        .store_dir()
-        .make_store_path(
-            &kind,
-            &Hash::zero(HashAlgo::Sha256),
-            &output_path_name(drv_name, output),
-        )
-        .map_err(BuildError::other)
 }
 
 /// The derivation's name (its `.drv` path's name without `.drv`).
@@ -189,17 +146,11 @@ impl Prepared {
             )));
         }
         let input_paths = input_closure(store, &drv)?;
-        let outputs = plan_outputs(store, &request, &drv)?;
-
-        let mut rewrites = Rewrites::new();
+        let outputs = register::prepare_outputs(store, drv_path, &drv, request.mode)
+            .map_err(|e| BuildError::Other(e.to_string()))?;
+        let mut rewrites = register::input_rewrites(&outputs);
         for o in &outputs {
             rewrites.insert(hash_placeholder(&o.name), store.print(&o.scratch));
-            if o.scratch != o.path {
-                rewrites.insert(
-                    o.path.hash_part().to_owned(),
-                    o.scratch.hash_part().to_owned(),
-                );
-            }
         }
 
         // Without a sandbox the builder sees the real file system: a home directory would
@@ -310,7 +261,7 @@ impl Prepared {
 /// The decisions made before the build directory exists.
 struct Planned {
     drv: Derivation,
-    outputs: Vec<OutputPlan>,
+    outputs: Vec<BuiltOutput>,
     input_paths: BTreeSet<StorePath>,
     rewrites: Rewrites,
 }
@@ -326,62 +277,4 @@ fn personality(settings: &BuildSettings, platform: &str) -> Personality {
         uname26: settings.impersonate_linux_26
             && (platform == "i686-linux" || platform == "x86_64-linux"),
     }
-}
-
-/// Deletes stale invalid outputs (Nix's `tryToBuild`) and chooses each output's scratch path
-/// (Nix's `startBuilder` with hash rewriting, as it builds without a sandbox).
-fn plan_outputs(
-    store: &LocalStore,
-    request: &BuildRequest,
-    drv: &Derivation,
-) -> Result<Vec<OutputPlan>, BuildError> {
-    let drv_path = &request.drv_path;
-    let name = drv_name(drv_path);
-    let mut plans = Vec::new();
-    for (output, path) in drv.output_paths() {
-        let Some(path) = path else {
-            let scratch = fallback_output_path(store, drv_path, name, output)?;
-            delete_if_present(store, &scratch)?;
-            plans.push(OutputPlan {
-                name: output.to_owned(),
-                path: scratch.clone(),
-                scratch,
-            });
-            continue;
-        };
-        let valid = store.is_valid(path).map_err(store_err)?;
-        if !valid {
-            delete_if_present(store, path)?;
-        }
-        let present = std::fs::symlink_metadata(store.real_path(path)).is_ok();
-        let scratch = if !present || (request.mode != BuildMode::Repair && !valid) {
-            path.clone()
-        } else {
-            let scratch = fallback_path(store, drv_path, path)?;
-            delete_if_present(store, &scratch)?;
-            scratch
-        };
-        plans.push(OutputPlan {
-            name: output.to_owned(),
-            path: path.clone(),
-            scratch,
-        });
-    }
-    Ok(plans)
-}
-
-fn delete_if_present(store: &LocalStore, path: &StorePath) -> Result<(), BuildError> {
-    let real = store.real_path(path);
-    if std::fs::symlink_metadata(&real).is_ok() {
-        canon::delete_path(&real).map_err(store_err)?;
-    }
-    Ok(())
-}
-
-/// Output name → scratch path, for registration.
-pub fn scratch_map(outputs: &[OutputPlan]) -> BTreeMap<String, StorePath> {
-    outputs
-        .iter()
-        .map(|o| (o.name.clone(), o.scratch.clone()))
-        .collect()
 }
