@@ -286,6 +286,7 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
             let mut err = BufWriter::with_capacity(1 << 16, std::io::stderr());
             let mut plain = PlainPrinter::new();
             plain.summary = false;
+            plain.omit_log_tails = true;
             while let Some(batch) = events.recv().await {
                 for e in batch.iter() {
                     plain.event(e, &mut err)?;
