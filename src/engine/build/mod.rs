@@ -11,6 +11,7 @@
 
 pub mod env;
 pub mod log;
+pub mod memo;
 pub mod outputs;
 pub mod parsed;
 pub mod prepare;
@@ -102,6 +103,7 @@ pub struct Builder {
     settings: BuildSettings,
     supervisors: Arc<Supervisors>,
     rounds: outputs::Rounds,
+    memo: memo::StoreMemo,
 }
 
 /// How the builder's run ended.
@@ -132,6 +134,7 @@ impl Builder {
             settings,
             supervisors,
             rounds: outputs::Rounds::default(),
+            memo: memo::StoreMemo::default(),
         }
     }
 
@@ -141,6 +144,11 @@ impl Builder {
 
     pub fn settings(&self) -> &BuildSettings {
         &self.settings
+    }
+
+    /// What the run remembers about valid paths.
+    pub fn memo(&self) -> &memo::StoreMemo {
+        &self.memo
     }
 
     /// Runs one build to its end: `events` hears about its start, log lines, phases and
@@ -154,7 +162,7 @@ impl Builder {
     ) -> Option<BuildOutcome> {
         let this = self.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            Prepared::new(&this.store, &this.settings, request)
+            Prepared::new(&this.store, &this.memo, &this.settings, request)
         })
         .await;
         let mut prepared = match prepared {

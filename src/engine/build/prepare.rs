@@ -16,10 +16,11 @@ use crate::engine::format::derivation::{ByteSlice, hash_placeholder};
 use crate::engine::format::{Derivation, StorePath};
 use crate::engine::scheduler::BuildRequest;
 use crate::engine::store::logs::LogWriter;
-use crate::engine::store::{ClosureFlags, LocalStore, canon};
+use crate::engine::store::{LocalStore, canon};
 use crate::sandbox::{Personality, SandboxSpec};
 
 use super::env::{BuildEnv, EnvParams, Rewrites, rewrite_strings};
+use super::memo::StoreMemo;
 use super::parsed::ParsedDrv;
 use super::register::{self, BuiltOutput};
 use super::{BuildError, BuildSettings};
@@ -101,10 +102,14 @@ fn check_platform(
 
 /// The closure of the derivation's inputs (the used outputs of its input derivations and its
 /// input sources), which the scheduler made valid.
-fn input_closure(store: &LocalStore, drv: &Derivation) -> Result<BTreeSet<StorePath>, BuildError> {
+fn input_closure(
+    store: &LocalStore,
+    memo: &StoreMemo,
+    drv: &Derivation,
+) -> Result<BTreeSet<StorePath>, BuildError> {
     let mut roots: Vec<StorePath> = drv.input_srcs.iter().cloned().collect();
     for (input, names) in &drv.input_drvs {
-        let outputs = store.derivation_output_paths(input).map_err(store_err)?;
+        let outputs = memo.output_paths(store, input).map_err(store_err)?;
         for name in names {
             let path = outputs.get(name).ok_or_else(|| {
                 BuildError::Other(format!(
@@ -115,15 +120,14 @@ fn input_closure(store: &LocalStore, drv: &Derivation) -> Result<BTreeSet<StoreP
             roots.push(path.clone());
         }
     }
-    store
-        .compute_fs_closure(roots, ClosureFlags::default())
-        .map_err(store_err)
+    memo.closure(store, roots).map_err(store_err)
 }
 
 impl Prepared {
     /// Prepares `request` (see the module doc). On an error nothing is left behind.
     pub fn new(
         store: &LocalStore,
+        memo: &StoreMemo,
         settings: &BuildSettings,
         request: BuildRequest,
     ) -> Result<Prepared, BuildError> {
@@ -145,7 +149,7 @@ impl Prepared {
                 drv.builder.to_str_lossy()
             )));
         }
-        let input_paths = input_closure(store, &drv)?;
+        let input_paths = input_closure(store, memo, &drv)?;
         let outputs = register::prepare_outputs(store, drv_path, &drv, request.mode)
             .map_err(|e| BuildError::Other(e.to_string()))?;
         let mut rewrites = register::input_rewrites(&outputs);
