@@ -1,11 +1,13 @@
 //! The `drover` binary: parse the command line, run the command, map the outcome to an exit
 //! status (0 success, 1 error, Nix's 100-104 for failed builds, as `simulate` reports them).
 
+use std::ffi::OsStr;
 use std::process::ExitCode;
 
 use clap::Parser;
 use drover::app::cli::{Cli, Command};
-use drover::app::{plumbing, simulate};
+use drover::app::{build, plumbing, simulate};
+use drover::sandbox::helper::HELPER_ARG;
 
 /// The scheduler allocates many small, short-lived objects; mimalloc serves them faster.
 #[global_allocator]
@@ -14,6 +16,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 drover::tune_allocator_before_main!();
 
 fn main() -> ExitCode {
+    // The build supervisor (`drover __build-exec`) runs before anything else: it is started
+    // once per build slot and forks for every build, so it must stay small.
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(HELPER_ARG)) {
+        drover::sandbox::helper::main();
+    }
     let cli = Cli::parse();
     match run(&cli.command) {
         Ok(status) => ExitCode::from(status),
@@ -41,6 +48,7 @@ fn run(command: &Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Simulate(args) => Ok(simulate::simulate(args)?),
+        Command::Build(args) => Ok(build::build(args)?),
         _ => unreachable!("plumbing::run handles every other command"),
     }
 }

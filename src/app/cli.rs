@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{plumbing, simulate};
+use super::{build, plumbing, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,6 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build derivations (like `nix-build` / `nix-store --realise`).
+    Build(build::BuildArgs),
     /// Build the embedded demo workload in the terminal UI.
     Demo,
     /// Run the real scheduler on simulated builds (virtual time), printing what happens.

@@ -26,6 +26,11 @@ pub struct PlainPrinter {
     counts: Counts,
     /// Lines are prefixed with `name> ` (like `nix build -L`).
     pub prefix_logs: bool,
+    /// End with drover's one-line summary of the run.
+    pub summary: bool,
+    /// Leave the log tail out of builder failures (the log lines were shown as they came),
+    /// as nix-build does.
+    pub omit_log_tails: bool,
 }
 
 #[derive(Debug, Default)]
@@ -43,10 +48,30 @@ fn write_error(out: &mut dyn Write, msg: &str) -> io::Result<()> {
     writeln!(out, "error: {}", msg.replace('\n', "\n       "))
 }
 
+/// A builder failure message without the tail of the build log (`;\nlast N log lines: …
+/// For full logs, run 'nix log …'.`), as nix-build words it when it printed the log lines
+/// already; a note after the tail stays.
+pub fn without_log_tail(msg: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = msg.find(";\nlast ") else {
+        return msg.into();
+    };
+    if !msg[..start].starts_with("builder for '") {
+        return msg.into();
+    }
+    let rest = &msg[start..];
+    let Some(end) = rest.find("\nFor full logs, run 'nix log ") else {
+        return msg.into();
+    };
+    let after = &rest[end + 1..];
+    let note = after.find('\n').map_or("", |i| &after[i..]);
+    format!("{}{note}", &msg[..start]).into()
+}
+
 impl PlainPrinter {
     pub fn new() -> PlainPrinter {
         PlainPrinter {
             prefix_logs: true,
+            summary: true,
             ..PlainPrinter::default()
         }
     }
@@ -139,6 +164,15 @@ impl PlainPrinter {
         Ok(())
     }
 
+    /// A goal's failure message as printed.
+    fn shown<'m>(&self, msg: &'m str) -> std::borrow::Cow<'m, str> {
+        if self.omit_log_tails {
+            without_log_tail(msg)
+        } else {
+            msg.into()
+        }
+    }
+
     fn goal_done(
         &mut self,
         g: GoalId,
@@ -175,7 +209,7 @@ impl PlainPrinter {
                 BuildStatus::NoSubstituters | BuildStatus::IncompleteClosure
             );
         match message {
-            Some(msg) if !quiet => write_error(out, msg),
+            Some(msg) if !quiet => write_error(out, &self.shown(msg)),
             _ => Ok(()),
         }
     }
@@ -184,11 +218,11 @@ impl PlainPrinter {
         let failed = std::mem::take(&mut self.failed_tops);
         match failed.as_slice() {
             [] => {}
-            [(_, Some(msg))] => write_error(out, msg)?,
+            [(_, Some(msg))] => write_error(out, &self.shown(msg))?,
             _ => {
                 for (_, msg) in &failed {
                     if let Some(msg) = msg {
-                        write_error(out, msg)?;
+                        write_error(out, &self.shown(msg))?;
                     }
                 }
                 const SHOWN: usize = 10;
@@ -202,6 +236,9 @@ impl PlainPrinter {
                 }
                 writeln!(out, "error: build of {} failed", paths.join(", "))?;
             }
+        }
+        if !self.summary {
+            return Ok(());
         }
         let c = &self.counts;
         writeln!(
@@ -295,6 +332,29 @@ mod tests {
              drover: 0 built, 0 substituted, 0 already valid, 1 failed, 1 dependencies failed, \
              0 cancelled in 6.000s; exit status 100\n"
         );
+    }
+
+    #[test]
+    fn log_tails_can_be_left_out_as_nix_build_does() {
+        let tail = "builder for '/s/x.drv' failed with exit code 2;\nlast 2 log lines:\n> a\n> b\n\
+                    For full logs, run 'nix log /s/x.drv'.";
+        assert_eq!(
+            without_log_tail(tail),
+            "builder for '/s/x.drv' failed with exit code 2"
+        );
+        let noted =
+            format!("{tail}\nnote: build failure may have been caused by lack of free disk space");
+        assert_eq!(
+            without_log_tail(&noted),
+            "builder for '/s/x.drv' failed with exit code 2\nnote: build failure may have been \
+             caused by lack of free disk space"
+        );
+        for other in [
+            "hash mismatch;\nlast x",
+            "builder for 'y' failed with exit code 1",
+        ] {
+            assert_eq!(without_log_tail(other), other);
+        }
     }
 
     #[test]

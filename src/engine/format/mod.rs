@@ -7,6 +7,7 @@ pub mod hash;
 pub mod nar;
 pub mod narinfo;
 pub mod refs;
+pub mod rewrite;
 pub mod signature;
 pub mod store_path;
 

@@ -638,6 +638,9 @@ impl Scheduler {
         let Some(ticket) = input.ticket() else {
             return;
         };
+        if let Input::BuildNote { text, .. } = input {
+            return self.message(Level::Notice, text, Some(ticket.goal));
+        }
         if !self.ticket_current(ticket) {
             return; // an answer to something the goal gave up on
         }

@@ -210,6 +210,12 @@ pub enum Input {
         ticket: Ticket,
         phase: String,
     },
+    /// A note about a build for the user (`note: keeping build directory ...`); shown even
+    /// when the build was killed meanwhile.
+    BuildNote {
+        ticket: Ticket,
+        text: String,
+    },
     BuildFinished {
         ticket: Ticket,
         outcome: BuildOutcome,
@@ -235,6 +241,7 @@ impl Input {
             | Input::BuildStarted { ticket, .. }
             | Input::BuildLog { ticket, .. }
             | Input::BuildPhase { ticket, .. }
+            | Input::BuildNote { ticket, .. }
             | Input::BuildFinished { ticket, .. }
             | Input::SubstituteInfo { ticket, .. }
             | Input::SubstitutionFinished { ticket, .. } => Some(*ticket),

@@ -70,22 +70,42 @@ fn io_err(action: &str, path: &Path, source: io::Error) -> StoreError {
     }
 }
 
-/// A log being written: bytes go through bzip2 into the log file as they come.
+/// How much of a log is held in memory before it is streamed through a compressor.
+const BUFFERED: usize = 1 << 20;
+
+/// bzip2's output for no input at all (block size 9).
+const EMPTY_BZ2: &[u8] = b"BZh9\x17rE8P\x90\0\0\0\0";
+
+/// A log being written. Its first MiB is held in memory: most builds log little, and a bzip2
+/// compressor sized for a small log at the end costs far less than one set up for 900 kB
+/// blocks (several MB of tables to clear) at the start. A longer log streams through a
+/// block-size-9 compressor, as Nix writes it.
 pub struct LogWriter {
     path: PathBuf,
-    encoder: BzEncoder<BufWriter<File>>,
+    file: Option<File>,
+    buffer: Vec<u8>,
+    encoder: Option<BzEncoder<BufWriter<File>>>,
 }
 
 impl LogWriter {
     /// Creates (truncating) the log file of `drv`.
     pub fn create(log_dir: &Path, drv: &StorePath) -> Result<LogWriter, StoreError> {
         let path = log_path(log_dir, drv);
-        let dir = path.parent().expect("log path has a parent");
-        std::fs::create_dir_all(dir).map_err(|e| io_err("creating log directory", dir, e))?;
-        let file = File::create(&path).map_err(|e| io_err("creating build log", &path, e))?;
+        let file = match File::create(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let dir = path.parent().expect("log path has a parent");
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| io_err("creating log directory", dir, e))?;
+                File::create(&path).map_err(|e| io_err("creating build log", &path, e))?
+            }
+            Err(e) => return Err(io_err("creating build log", &path, e)),
+        };
         Ok(LogWriter {
-            encoder: BzEncoder::new(BufWriter::new(file), Compression::default()),
             path,
+            file: Some(file),
+            buffer: Vec::new(),
+            encoder: None,
         })
     }
 
@@ -94,18 +114,45 @@ impl LogWriter {
     }
 
     pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        self.encoder
+        if self.encoder.is_none() && self.buffer.len() + data.len() <= BUFFERED {
+            self.buffer.extend_from_slice(data);
+            return Ok(());
+        }
+        let path = &self.path;
+        let encoder = match &mut self.encoder {
+            Some(e) => e,
+            None => {
+                let file = self.file.take().expect("the file is the encoder's or ours");
+                let mut e = BzEncoder::new(BufWriter::new(file), Compression::best());
+                e.write_all(&std::mem::take(&mut self.buffer))
+                    .map_err(|e| io_err("writing build log", path, e))?;
+                self.encoder.insert(e)
+            }
+        };
+        encoder
             .write_all(data)
-            .map_err(|e| io_err("writing build log", &self.path, e))
+            .map_err(|e| io_err("writing build log", path, e))
     }
 
     /// Ends the bzip2 stream and flushes the file.
     pub fn finish(self) -> Result<(), StoreError> {
         let path = self.path;
-        self.encoder
-            .finish()
+        let err = |e| io_err("finishing build log", &path, e);
+        if let Some(encoder) = self.encoder {
+            return encoder.finish().and_then(|mut w| w.flush()).map_err(err);
+        }
+        let mut file = self.file.expect("the file is the encoder's or ours");
+        if self.buffer.is_empty() {
+            return file.write_all(EMPTY_BZ2).map_err(err);
+        }
+        // The smallest block size (100 kB steps) that holds the whole log in one block.
+        let level = self.buffer.len().div_ceil(100_000).clamp(1, 9) as u32;
+        let mut encoder = BzEncoder::new(BufWriter::new(file), Compression::new(level));
+        encoder
+            .write_all(&self.buffer)
+            .and_then(|()| encoder.finish())
             .and_then(|mut w| w.flush())
-            .map_err(|e| io_err("finishing build log", &path, e))
+            .map_err(err)
     }
 }
 
@@ -140,5 +187,33 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("drvs")).unwrap();
         std::fs::write(dir.path().join("drvs").join(drv.base_name()), b"old").unwrap();
         assert_eq!(read_log(dir.path(), &drv).unwrap().unwrap(), b"old");
+    }
+
+    #[test]
+    fn empty_short_and_long_logs_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let drv = StorePath::from_base_name("2wwy2s3l015vj82n0xvikz1xnxcfaaka-root.drv").unwrap();
+        let long: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for data in [&b""[..], b"one line\n", &long[..250_000], &long] {
+            let mut w = LogWriter::create(dir.path(), &drv).unwrap();
+            for chunk in data.chunks(70_000) {
+                w.write(chunk).unwrap();
+            }
+            w.finish().unwrap();
+            assert_eq!(read_log(dir.path(), &drv).unwrap().unwrap(), data);
+        }
+        // An empty log is bzip2's own empty stream.
+        LogWriter::create(dir.path(), &drv)
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert_eq!(
+            std::fs::read(log_path(dir.path(), &drv)).unwrap(),
+            [
+                0x42, 0x5a, 0x68, 0x39, 0x17, 0x72, 0x45, 0x38, 0x50, 0x90, 0, 0, 0, 0
+            ]
+        );
     }
 }

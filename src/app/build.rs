@@ -1,0 +1,383 @@
+//! `drover build`: realise derivations like `nix-build` / `nix-store --realise`. Targets are
+//! `.drv` paths (valid in the store, or imported from the real `/nix/store` when the store has
+//! the same store dir) or store paths, with an optional `^out,dev` output selection. Settings
+//! come from `nix.conf`, `drover.conf`, `--option` and the flags; progress is printed as
+//! nix-build prints it (on standard error), the output paths on standard output, and each
+//! output gets an out-link (`result`, `result-dev`, `result-2`, ...) unless `--no-out-link`.
+//! The exit status is Nix's: 0, 1, or 100-104 for failed builds.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::app::AppError;
+use crate::app::plain::PlainPrinter;
+use crate::app::plumbing::store::{StoreArgs, follow_links_to_store_path};
+use crate::engine::api::{BuildMode, Command as RunCommand};
+use crate::engine::build::Builder;
+use crate::engine::driver::{self, Delivery, DriverOptions};
+use crate::engine::executor::LocalExecutor;
+use crate::engine::format::StorePath;
+use crate::engine::scheduler::{Scheduler, Target};
+use crate::engine::settings::{Settings, parse_max_jobs};
+use crate::engine::store::import::SourceStore;
+use crate::engine::store::{EnvOverrides, LocalStore, StoreConfig};
+use crate::sandbox::Supervisors;
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Build slots: a number or `auto` (one per CPU).
+    #[arg(long = "max-jobs", short = 'j', value_name = "N")]
+    pub max_jobs: Option<String>,
+    /// CPU cores each builder may use (`NIX_BUILD_CORES`; 0 = all).
+    #[arg(long, value_name = "N")]
+    pub cores: Option<u32>,
+    /// Keep building what does not depend on a failed build.
+    #[arg(long, short = 'k')]
+    pub keep_going: bool,
+    /// Keep the build directory of failed builds.
+    #[arg(long, short = 'K')]
+    pub keep_failed: bool,
+    /// Rebuild valid outputs and check that the result is the same.
+    #[arg(long, conflicts_with = "repair")]
+    pub check: bool,
+    /// Rebuild outputs whose contents are corrupt.
+    #[arg(long)]
+    pub repair: bool,
+    /// Build each derivation this many extra times and compare the outputs.
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<u32>,
+    /// Build when a substitute cannot be used.
+    #[arg(long)]
+    pub fallback: bool,
+    /// Kill builders silent for this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_silent_time: Option<u64>,
+    /// Kill builders running longer than this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Set a nix.conf setting.
+    #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+    /// The out-link prefix.
+    #[arg(long, short = 'o', value_name = "PATH", default_value = "result")]
+    pub out_link: PathBuf,
+    /// Create no out-links.
+    #[arg(long)]
+    pub no_out_link: bool,
+    /// Derivations (`/nix/store/…-x.drv`, optionally `^out,dev`) or store paths.
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+}
+
+impl BuildArgs {
+    /// The settings: files, then `--option`, then the flags.
+    fn settings(&self) -> Result<Settings, AppError> {
+        let mut s = Settings::load().map_err(settings_error)?;
+        for pair in self.options.chunks(2) {
+            s.set(&pair[0], &pair[1]).map_err(settings_error)?;
+        }
+        if let Some(j) = &self.max_jobs {
+            s.max_jobs = parse_max_jobs(j).map_err(settings_error)?;
+        }
+        if let Some(c) = self.cores {
+            s.cores = c;
+        }
+        s.keep_going |= self.keep_going;
+        s.keep_failed |= self.keep_failed;
+        s.fallback |= self.fallback;
+        if let Some(r) = self.repeat {
+            s.repeat = r;
+        }
+        if let Some(t) = self.max_silent_time {
+            s.max_silent_time = t;
+        }
+        if let Some(t) = self.timeout {
+            s.timeout = t;
+        }
+        s.check_supported().map_err(settings_error)?;
+        Ok(s)
+    }
+
+    fn mode(&self) -> BuildMode {
+        if self.check {
+            BuildMode::Check
+        } else if self.repair {
+            BuildMode::Repair
+        } else {
+            BuildMode::Normal
+        }
+    }
+}
+
+fn settings_error(e: crate::engine::settings::SettingsError) -> AppError {
+    AppError::Usage(e.to_string())
+}
+
+/// A target as given: what to realise, and which outputs the out-links name.
+struct Wanted {
+    target: Target,
+    /// The derivation and its wanted outputs (empty: all), for out-links.
+    drv: Option<(StorePath, Vec<String>)>,
+}
+
+/// Splits `path^out,dev` into the path and the selected outputs (`*` or none: all).
+fn split_outputs(arg: &str) -> (&str, Vec<String>) {
+    match arg.split_once('^') {
+        None => (arg, Vec::new()),
+        Some((path, "*")) => (path, Vec::new()),
+        Some((path, outs)) => (
+            path,
+            outs.split(',')
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+    }
+}
+
+/// Resolves one target, importing a `.drv` (and its closure) from the real `/nix/store` when
+/// this store lacks it and shares that store dir.
+fn resolve(store: &LocalStore, arg: &str) -> Result<Wanted, AppError> {
+    let (path, outputs) = split_outputs(arg);
+    let p = follow_links_to_store_path(store, path)?;
+    if !p.is_derivation() {
+        if !outputs.is_empty() {
+            return Err(AppError::Usage(format!(
+                "'{}' is not a derivation, so it has no outputs to select",
+                store.print(&p)
+            )));
+        }
+        return Ok(Wanted {
+            target: Target::Path(p),
+            drv: None,
+        });
+    }
+    if !store.is_valid(&p)? {
+        let env = EnvOverrides::from_env();
+        let real = StoreConfig::parse(Some("local"), &env)?;
+        let printed = store.print(&p);
+        if real.store_dir != *store.store_dir() || !real.real_store_dir.join(p.base_name()).exists()
+        {
+            return Err(AppError::Usage(format!(
+                "derivation '{printed}' is not valid in the store"
+            )));
+        }
+        store.import_derivation_closure(&SourceStore::open(real), std::slice::from_ref(&p))?;
+    }
+    let known = store.derivation_output_paths(&p)?;
+    for o in &outputs {
+        if !known.contains_key(o) {
+            return Err(AppError::Usage(format!(
+                "derivation '{}' does not have output '{o}'",
+                store.print(&p)
+            )));
+        }
+    }
+    Ok(Wanted {
+        target: Target::Derivation {
+            drv: p.clone(),
+            outputs: outputs.clone(),
+        },
+        drv: Some((p, outputs)),
+    })
+}
+
+/// nix-build's out-link names: `<prefix>` for the first derivation's `out`,
+/// `<prefix>-<output>` for its other outputs, `<prefix>-<n>[-<output>]` for the n-th
+/// derivation (counting from 2).
+pub fn out_link_name(prefix: &Path, drv_index: usize, output: &str) -> PathBuf {
+    let mut name = prefix.as_os_str().to_owned();
+    if drv_index > 0 {
+        name.push(format!("-{}", drv_index + 1));
+    }
+    if output != "out" {
+        name.push(format!("-{output}"));
+    }
+    PathBuf::from(name)
+}
+
+/// Nix's `addPermRoot`: the out-link, and an indirect GC root pointing at it.
+fn add_perm_root(store: &LocalStore, path: &StorePath, link: &Path) -> Result<(), AppError> {
+    let link = std::path::absolute(link).map_err(|e| AppError::io("resolving", link, e))?;
+    let sd = store.store_dir();
+    if sd.is_in_store(&link.to_string_lossy()) {
+        return Err(AppError::Usage(format!(
+            "creating a garbage collector root ({}) in the Nix store is forbidden (are you \
+             running nix-build inside the store?)",
+            link.display()
+        )));
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(&link) {
+        let points_into_store = meta.file_type().is_symlink()
+            && std::fs::read_link(&link).is_ok_and(|t| sd.is_in_store(&t.to_string_lossy()));
+        if !points_into_store {
+            return Err(AppError::Usage(format!(
+                "cannot create symlink '{}'; already exists",
+                link.display()
+            )));
+        }
+    }
+    replace_symlink(Path::new(&store.print(path)), &link)?;
+    let digest = crate::engine::format::hash::hash_bytes(
+        crate::engine::format::HashAlgo::Sha1,
+        link.as_os_str().as_encoded_bytes(),
+    );
+    let auto = store.config().state_dir.join("gcroots/auto");
+    std::fs::create_dir_all(&auto).map_err(|e| AppError::io("creating", &auto, e))?;
+    replace_symlink(&link, &auto.join(digest.to_base32()))
+}
+
+/// Points `link` at `target`, atomically replacing what is there.
+fn replace_symlink(target: &Path, link: &Path) -> Result<(), AppError> {
+    let mut tmp = link.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(|e| AppError::io("creating", &tmp, e))?;
+    std::fs::rename(&tmp, link).map_err(|e| AppError::io("creating", link, e))
+}
+
+/// Runs `drover build`; its exit status.
+pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
+    let settings = args.settings()?;
+    let store = Arc::new(args.store.open()?);
+    if store.config().is_diverted() {
+        return Err(AppError::Usage(format!(
+            "the store's files are not where its paths say ('{}' for '{}'): building there \
+             needs the sandbox, which drover does not have yet; pass a store whose files are \
+             in place, e.g. --store 'local?store=DIR/store&state=DIR/state&log=DIR/log'",
+            store.config().real_store_dir.display(),
+            store.store_dir().as_str()
+        )));
+    }
+    let mut wanted = Vec::new();
+    for t in &args.targets {
+        wanted.push(resolve(&store, t)?);
+    }
+    for w in &settings.warnings {
+        eprintln!("warning: {w}");
+    }
+    let supervisors = Supervisors::new(
+        Supervisors::current_exe().map_err(|e| AppError::io("finding", Path::new("drover"), e))?,
+    );
+    let builder = Arc::new(Builder::new(
+        store.clone(),
+        settings.build_settings(),
+        supervisors,
+    ));
+    let scheduler = Scheduler::new(settings.scheduler_settings(store.store_dir()));
+    let targets: Vec<Target> = wanted.iter().map(|w| w.target.clone()).collect();
+    let mode = args.mode();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::io("starting", Path::new("the runtime"), e))?;
+    let exit_status = runtime.block_on(async move {
+        let executor = LocalExecutor::new(builder);
+        let (driver, handle) = driver::driver(scheduler, executor, DriverOptions::default());
+        let mut events = handle.subscribe(Delivery::Lossless { capacity: 1 << 16 });
+        let printer = tokio::spawn(async move {
+            let mut err = BufWriter::with_capacity(1 << 16, std::io::stderr());
+            let mut plain = PlainPrinter::new();
+            plain.summary = false;
+            plain.omit_log_tails = true;
+            while let Some(batch) = events.recv().await {
+                for e in batch.iter() {
+                    plain.event(e, &mut err)?;
+                }
+                err.flush()?;
+            }
+            err.flush()
+        });
+        // The first Ctrl-C cancels the run (builders are killed, build directories cleaned
+        // up); a second one ends drover at once.
+        let interrupts = handle.clone();
+        let ctrl_c = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("error: interrupted by the user");
+                interrupts.send(RunCommand::CancelAll);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(1);
+                }
+            }
+        });
+        drop(handle);
+        let mut outcome = driver.run(&targets, mode).await;
+        outcome.executor.shutdown().await;
+        ctrl_c.abort();
+        printer
+            .await
+            .map_err(|e| AppError::Usage(format!("output task failed: {e}")))?
+            .map_err(AppError::Stdout)?;
+        Ok::<u8, AppError>(outcome.exit_status)
+    })?;
+    if exit_status != 0 {
+        return Ok(exit_status);
+    }
+    finish_outputs(&store, args, &wanted)?;
+    Ok(0)
+}
+
+/// Prints the built outputs and creates their out-links.
+fn finish_outputs(store: &LocalStore, args: &BuildArgs, wanted: &[Wanted]) -> Result<(), AppError> {
+    let mut lines = Vec::new();
+    let mut drv_index: BTreeMap<StorePath, usize> = BTreeMap::new();
+    for w in wanted {
+        match (&w.target, &w.drv) {
+            (_, Some((drv, outputs))) => {
+                let next = drv_index.len();
+                let index = *drv_index.entry(drv.clone()).or_insert(next);
+                let all = store.derivation_output_paths(drv)?;
+                let selected: Vec<(&String, &StorePath)> = if outputs.is_empty() {
+                    all.iter().collect()
+                } else {
+                    all.iter().filter(|(n, _)| outputs.contains(n)).collect()
+                };
+                for (name, path) in selected {
+                    if !args.no_out_link {
+                        add_perm_root(store, path, &out_link_name(&args.out_link, index, name))?;
+                    }
+                    lines.push(store.print(path));
+                }
+            }
+            (Target::Path(p), None) => lines.push(store.print(p)),
+            (Target::Derivation { .. }, None) => {}
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for l in lines {
+        writeln!(out, "{l}").map_err(AppError::Stdout)?;
+    }
+    out.flush().map_err(AppError::Stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_links_are_named_as_nix_build_names_them() {
+        let p = Path::new("result");
+        assert_eq!(out_link_name(p, 0, "out"), Path::new("result"));
+        assert_eq!(out_link_name(p, 0, "man"), Path::new("result-man"));
+        assert_eq!(out_link_name(p, 1, "out"), Path::new("result-2"));
+        assert_eq!(out_link_name(p, 2, "dev"), Path::new("result-3-dev"));
+    }
+
+    #[test]
+    fn output_selections() {
+        assert_eq!(split_outputs("/s/x.drv"), ("/s/x.drv", vec![]));
+        assert_eq!(split_outputs("/s/x.drv^*"), ("/s/x.drv", vec![]));
+        assert_eq!(
+            split_outputs("/s/x.drv^out,dev"),
+            ("/s/x.drv", vec!["out".to_owned(), "dev".to_owned()])
+        );
+    }
+}

@@ -1,0 +1,476 @@
+//! `drover build` against real Nix 2.8 on the same derivations: each workload is
+//! instantiated by `nix-instantiate`, built by `nix-store --realise` into a fresh store, and
+//! then (after wiping it) by drover into a fresh store at the same place, so both stores
+//! share their logical store dir and build directory. Every valid path's NAR hash, size,
+//! references, deriver and content address must be equal, the same derivations must fail
+//! with the same messages, and both must exit with the same status.
+//!
+//! Workloads come from `scripts/gen_dag.py` (chain, wide, random with directory outputs,
+//! multiple outputs, fixed outputs flat and recursive with sha1/sha256/sha512, a wrong
+//! fixed-output hash, failing nodes with and without keep-going) and from small expressions
+//! whose builders copy what they see (environment, passAsFile, exportReferencesGraph,
+//! structured attributes) into their outputs. Builders are `/bin/busybox`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Where one test's stores live (the same for the Nix and the drover run).
+struct Place {
+    base: PathBuf,
+    /// Holds the workload files, kept across both runs.
+    work: tempfile::TempDir,
+}
+
+/// What one engine did.
+#[derive(Debug)]
+struct Outcome {
+    code: i32,
+    stderr: String,
+    /// Valid non-derivation paths: path → (narHash, narSize, references, deriver, ca).
+    paths: BTreeMap<String, Value>,
+    /// `error: …` messages (first line of each).
+    errors: BTreeSet<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Engine {
+    Nix,
+    Drover,
+}
+
+impl Place {
+    fn new(name: &str) -> Place {
+        let base = std::env::temp_dir().join(format!("drover-diff-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        Place {
+            base,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn uri(&self) -> String {
+        format!(
+            "local?store={0}/store&state={0}/state&log={0}/log",
+            self.base.display()
+        )
+    }
+
+    fn generate(&self, file: &str, args: &[&str]) -> PathBuf {
+        let out = self.work.path().join(file);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen_dag.py");
+        let st = Command::new("python3")
+            .arg(script)
+            .args(args)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        out
+    }
+
+    fn write(&self, file: &str, text: &str) -> PathBuf {
+        let p = self.work.path().join(file);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn fresh(&self) {
+        let _ = std::fs::remove_dir_all(&self.base);
+        std::fs::create_dir_all(self.base.join("tmp")).unwrap();
+        std::fs::create_dir_all(self.base.join("conf")).unwrap();
+    }
+
+    fn instantiate(&self, nix: &Path, attrs: &[&str]) -> Vec<String> {
+        let mut cmd = Command::new("nix-instantiate");
+        cmd.arg("--store").arg(self.uri()).arg(nix);
+        for a in attrs {
+            cmd.arg("-A").arg(a);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Builds `attrs` of `nix` (or its default) in a fresh store with `engine`.
+    fn run(&self, engine: Engine, nix: &Path, attrs: &[&str], flags: &[&str]) -> Outcome {
+        self.fresh();
+        self.run_again(engine, nix, attrs, flags)
+    }
+
+    /// Builds in the store as it is (for `--check` after a first build).
+    fn run_again(&self, engine: Engine, nix: &Path, attrs: &[&str], flags: &[&str]) -> Outcome {
+        let drvs = self.instantiate(nix, attrs);
+        let mut cmd = match engine {
+            Engine::Nix => {
+                let mut c = Command::new("nix-store");
+                c.arg("--store").arg(self.uri()).arg("--realise").args([
+                    "--option",
+                    "substituters",
+                    "",
+                    "--option",
+                    "build-users-group",
+                    "",
+                    "--option",
+                    "sandbox",
+                    "false",
+                ]);
+                c
+            }
+            Engine::Drover => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_drover"));
+                c.arg("build")
+                    .arg("--store")
+                    .arg(self.uri())
+                    .arg("--no-out-link")
+                    .env("XDG_CONFIG_HOME", self.base.join("conf"))
+                    .env("NIX_CONF_DIR", self.base.join("conf"));
+                c
+            }
+        };
+        cmd.args(["--option", "cores", "2"])
+            .args(flags)
+            .args(&drvs)
+            .env("TMPDIR", self.base.join("tmp"))
+            .env("IMPURE_VAR", "impure value");
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            paths: self.path_infos(),
+            errors: stderr
+                .lines()
+                .filter(|l| l.starts_with("error: "))
+                .map(str::to_owned)
+                .collect(),
+            stderr,
+        }
+    }
+
+    /// Every valid path but the `.drv` files and sources, as real Nix reads the store.
+    fn path_infos(&self) -> BTreeMap<String, Value> {
+        let out = Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command", "path-info"])
+            .args(["--option", "substituters", ""])
+            .arg("--store")
+            .arg(self.uri())
+            .args(["--json", "--all"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let all: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        all.into_iter()
+            .filter(|i| i["deriver"].is_string())
+            .map(|i| {
+                let keep = serde_json::json!({
+                    "narHash": i["narHash"],
+                    "narSize": i["narSize"],
+                    "references": i["references"],
+                    "deriver": i["deriver"],
+                    "ca": i["ca"],
+                    "ultimate": i["ultimate"],
+                });
+                (i["path"].as_str().unwrap().to_owned(), keep)
+            })
+            .collect()
+    }
+
+    /// Builds with both engines and checks they agree; both outcomes.
+    fn compare(&self, nix: &Path, attrs: &[&str], flags: &[&str]) -> (Outcome, Outcome) {
+        let n = self.run(Engine::Nix, nix, attrs, flags);
+        let d = self.run(Engine::Drover, nix, attrs, flags);
+        assert_same(&n, &d);
+        (n, d)
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+fn assert_same(n: &Outcome, d: &Outcome) {
+    assert_eq!(
+        n.code, d.code,
+        "exit status: nix\n{}\ndrover\n{}",
+        n.stderr, d.stderr
+    );
+    let (np, dp): (BTreeSet<_>, BTreeSet<_>) = (n.paths.keys().collect(), d.paths.keys().collect());
+    assert_eq!(
+        np.difference(&dp).collect::<Vec<_>>(),
+        Vec::<&&String>::new(),
+        "valid only after Nix; drover said:\n{}",
+        d.stderr
+    );
+    assert_eq!(
+        dp.difference(&np).collect::<Vec<_>>(),
+        Vec::<&&String>::new(),
+        "valid only after drover"
+    );
+    for (p, info) in &n.paths {
+        assert_eq!(info, &d.paths[p], "path info of {p}");
+    }
+    assert_eq!(
+        n.errors, d.errors,
+        "error messages: nix\n{}\ndrover\n{}",
+        n.stderr, d.stderr
+    );
+}
+
+#[test]
+fn chain_wide_and_random_graphs() {
+    if !common::require_nix() {
+        return;
+    }
+    let p = Place::new("shapes");
+    for (file, args) in [
+        (
+            "chain.nix",
+            vec!["--shape", "chain", "-n", "15", "--log-lines", "3"],
+        ),
+        ("wide.nix", vec!["--shape", "wide", "-n", "40"]),
+        (
+            "random.nix",
+            vec![
+                "--shape",
+                "random",
+                "-n",
+                "50",
+                "--seed",
+                "3",
+                "--out-dir",
+                "--out-size",
+                "3000",
+            ],
+        ),
+    ] {
+        let nix = p.generate(file, &args);
+        let (n, _) = p.compare(&nix, &[], &["-j", "4"]);
+        assert_eq!(n.code, 0, "{file}: {}", n.stderr);
+        assert!(n.paths.len() > 15, "{file}: {} paths", n.paths.len());
+    }
+}
+
+#[test]
+fn multiple_outputs_fixed_outputs_and_extras() {
+    if !common::require_nix() {
+        return;
+    }
+    let p = Place::new("outputs");
+    let nix = p.generate(
+        "multi.nix",
+        &[
+            "--shape",
+            "random",
+            "-n",
+            "20",
+            "--seed",
+            "5",
+            "--multi-output",
+            "--out-dir",
+        ],
+    );
+    let (n, _) = p.compare(&nix, &[], &["-j", "3"]);
+    assert_eq!(n.code, 0, "{}", n.stderr);
+    let nix = p.generate(
+        "fod.nix",
+        &[
+            "--shape",
+            "random",
+            "-n",
+            "12",
+            "--fod",
+            "4",
+            "--extras",
+            "--out-dir",
+        ],
+    );
+    let (n, _) = p.compare(&nix, &[], &["-j", "2"]);
+    assert_eq!(n.code, 0, "{}", n.stderr);
+    assert!(n.paths.values().any(|i| {
+        i["ca"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("fixed:r:sha512"))
+    }));
+    assert!(n.paths.values().any(|i| {
+        i["ca"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("fixed:sha1"))
+    }));
+}
+
+#[test]
+fn a_wrong_fixed_output_hash_exits_102() {
+    if !common::require_nix() {
+        return;
+    }
+    let p = Place::new("badfod");
+    let nix = p.generate("bad.nix", &["--shape", "wide", "-n", "3", "--bad-fod"]);
+    let (n, _) = p.compare(&nix, &[], &["-k"]);
+    assert_eq!(n.code, 102, "{}", n.stderr);
+    assert!(
+        n.stderr
+            .contains("hash mismatch in fixed-output derivation")
+    );
+}
+
+#[test]
+fn failing_builds_with_and_without_keep_going() {
+    if !common::require_nix() {
+        return;
+    }
+    let p = Place::new("fail");
+    let nix = p.generate(
+        "fail.nix",
+        &[
+            "--shape",
+            "random",
+            "-n",
+            "30",
+            "--seed",
+            "2",
+            "--fail",
+            "4",
+            "--fail",
+            "17",
+            "--log-lines",
+            "15",
+        ],
+    );
+    let (n, _) = p.compare(&nix, &[], &["-k", "-j", "4"]);
+    assert_eq!(n.code, 100, "{}", n.stderr);
+    // Without keep-going what else gets built before the stop depends on timing; the status
+    // and the failing builder agree.
+    let nix1 = p.generate("fail1.nix", &["--shape", "chain", "-n", "6", "--fail", "2"]);
+    let n = p.run(Engine::Nix, &nix1, &[], &[]);
+    let d = p.run(Engine::Drover, &nix1, &[], &[]);
+    assert_same(&n, &d);
+    assert_eq!(n.code, 100);
+}
+
+#[test]
+fn check_finds_a_nondeterministic_builder() {
+    if !common::require_nix() {
+        return;
+    }
+    let p = Place::new("check");
+    let nix = p.write(
+        "nd.nix",
+        r#"{
+          nd = derivation { name = "nd"; system = builtins.currentSystem; builder = "/bin/busybox";
+                 args = [ "sh" "-c" "busybox cat /proc/sys/kernel/random/uuid > $out" ]; };
+          det = derivation { name = "det"; system = builtins.currentSystem; builder = "/bin/busybox";
+                 args = [ "sh" "-c" "echo same > $out" ]; };
+        }"#,
+    );
+    let mut results = Vec::new();
+    for engine in [Engine::Nix, Engine::Drover] {
+        let first = p.run(engine, &nix, &["nd", "det"], &[]);
+        assert_eq!(first.code, 0, "{}", first.stderr);
+        let det = p.run_again(engine, &nix, &["det"], &["--check"]);
+        assert_eq!(det.code, 0, "{engine:?}: {}", det.stderr);
+        let nd = p.run_again(engine, &nix, &["nd"], &["--check"]);
+        let keep = p.run_again(engine, &nix, &["nd"], &["--check", "-K"]);
+        results.push((nd.code, nd.errors, keep.code, keep.errors));
+    }
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0].0, 104);
+}
+
+/// Builders that copy what they see into their outputs: equal NAR hashes mean Nix and
+/// drover gave them the same environment and files, byte for byte.
+#[test]
+fn builders_see_the_same_environment_and_files() {
+    if !common::require_nix() {
+        return;
+    }
+    let p = Place::new("env");
+    let nix = p.write(
+        "env.nix",
+        r#"let
+          sys = builtins.currentSystem;
+          bb = "/bin/busybox";
+          dep = derivation { name = "dep"; system = sys; builder = bb; args = [ "sh" "-c" "echo dep > $out" ]; };
+          mid = derivation { name = "mid"; system = sys; builder = bb; args = [ "sh" "-c" "echo ${dep} > $out" ]; };
+          copy = ''
+            echo dev > $dev
+            busybox mkdir -p $out
+            busybox env | busybox sort > $out/env
+            busybox pwd > $out/pwd
+            for f in .attr-* .attrs.json .attrs.sh graph; do [ -e "$f" ] && busybox cp "$f" $out/; done
+            busybox ls -A > $out/ls
+            true
+          '';
+        in {
+          plain = derivation {
+            name = "plain"; system = sys; builder = bb; args = [ "sh" "-c" copy ];
+            text = "multi\nline \"quoted\" $dollar"; num = 42; flag = true; off = false; lst = [ "a b" "c" 1 ];
+            passAsFile = [ "text" "big" ]; big = "x"; PATH = "/set-by-drv"; HOME = "/h";
+            exportReferencesGraph = [ "graph" mid ];
+            outputs = [ "out" "dev" ];
+          };
+          structured = derivation {
+            name = "structured"; system = sys; builder = bb; __structuredAttrs = true;
+            args = [ "sh" "-c" ("out=$(busybox sed -n 's/.*\"outputs\":{\"dev\":\"[^\"]*\",\"out\":\"\\([^\"]*\\)\".*/\\1/p' .attrs.json); dev=$(busybox sed -n 's/.*\"outputs\":{\"dev\":\"\\([^\"]*\\)\".*/\\1/p' .attrs.json); " + copy) ];
+            outputs = [ "out" "dev" ];
+            text = "it's \"structured\"\n"; num = 7; float = 1.5; big = 100000000000; neg = -3;
+            flag = true; nul = null; lst = [ "a" 2 true ]; set = { x = "y"; n = 1; }; nested = { a = [ 1 ]; };
+            exportReferencesGraph = { graph = [ mid ]; };
+            "bad-name" = 1;
+          };
+          fixed = derivation {
+            name = "fixed"; system = sys; builder = bb;
+            args = [ "sh" "-c" "echo \"$IMPURE_VAR|$UNSET_VAR|$NIX_OUTPUT_CHECKED\"; echo fixed > $out" ];
+            impureEnvVars = [ "IMPURE_VAR" "UNSET_VAR" ];
+            outputHashMode = "flat"; outputHashAlgo = "sha256";
+            outputHash = builtins.hashString "sha256" "fixed\n";
+          };
+        }"#,
+    );
+    let (n, d) = p.compare(&nix, &["plain", "structured", "fixed"], &["-j", "1"]);
+    assert_eq!(n.code, 0, "{}", n.stderr);
+    assert!(n.stderr.contains("impure value||1") && d.stderr.contains("impure value||1"));
+    // The outputs hold what was compared (drover's store is still there).
+    let listing = |suffix: &str| {
+        let dir = std::fs::read_dir(p.base.join("store"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|e| e.to_string_lossy().ends_with(suffix))
+            .unwrap();
+        std::fs::read_to_string(dir.join("ls")).unwrap()
+    };
+    let plain = listing("-plain");
+    assert_eq!(
+        plain.lines().filter(|l| l.starts_with(".attr-")).count(),
+        2,
+        "{plain}"
+    );
+    assert!(plain.contains("graph\n"), "{plain}");
+    let structured = listing("-structured");
+    assert!(
+        structured.contains(".attrs.json\n.attrs.sh\n"),
+        "{structured}"
+    );
+}
