@@ -43,10 +43,7 @@ fn ia_drv(name: &str, outputs: &[&str], env: &[(&str, &str)]) -> (StorePath, Der
     let drv_path = fake_path(&format!("drv:{name}"), &format!("{name}.drv"));
     let mut drv = Derivation::default();
     for o in outputs {
-        let path = fake_path(
-            &format!("out:{name}:{o}"),
-            &output_path_name(name, o),
-        );
+        let path = fake_path(&format!("out:{name}:{o}"), &output_path_name(name, o));
         drv.outputs
             .insert(o.to_string(), DerivationOutput::InputAddressed(path));
     }
@@ -134,7 +131,11 @@ fn a_single_output_is_canonicalised_hashed_and_registered_with_its_deriver() {
     let (drv_path, drv) = ia_drv("hello", &["out"], &[]);
     let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Normal).unwrap();
     let loc = output(&outputs, "out").location.clone();
-    assert_eq!(loc, f.store.real_path(&out_path(&drv, "out")), "built in place");
+    assert_eq!(
+        loc,
+        f.store.real_path(&out_path(&drv, "out")),
+        "built in place"
+    );
     mkdir(&loc.join("bin"));
     write(&loc.join("bin/hello"), "#!/bin/sh\necho hello\n");
     std::fs::set_permissions(loc.join("bin/hello"), PermissionsExt::from_mode(0o4755)).unwrap();
@@ -153,19 +154,33 @@ fn a_single_output_is_canonicalised_hashed_and_registered_with_its_deriver() {
     assert_eq!(info.ca, None);
     assert_eq!(reg.outputs["out"].nar_hash, nar_hash);
     assert_eq!(reg.round_differs, None);
-    for (p, mode) in [("", 0o555), ("bin", 0o555), ("bin/hello", 0o555), ("data", 0o444)] {
+    for (p, mode) in [
+        ("", 0o555),
+        ("bin", 0o555),
+        ("bin/hello", 0o555),
+        ("data", 0o444),
+    ] {
         let m = std::fs::symlink_metadata(loc.join(p)).unwrap();
         assert_eq!(m.mode() & 0o7777, mode, "{p}");
         assert_eq!(m.mtime(), 1, "{p}");
     }
-    assert_eq!(std::fs::symlink_metadata(loc.join("link")).unwrap().mtime(), 1);
+    assert_eq!(
+        std::fs::symlink_metadata(loc.join("link")).unwrap().mtime(),
+        1
+    );
 }
 
 #[test]
 fn references_to_inputs_itself_and_other_outputs() {
     let f = fixture();
-    let used = f.store.add_text_to_store("used", b"u", &BTreeSet::new()).unwrap();
-    let unused = f.store.add_text_to_store("unused", b"x", &BTreeSet::new()).unwrap();
+    let used = f
+        .store
+        .add_text_to_store("used", b"u", &BTreeSet::new())
+        .unwrap();
+    let unused = f
+        .store
+        .add_text_to_store("unused", b"x", &BTreeSet::new())
+        .unwrap();
     let inputs = BTreeSet::from([used.clone(), unused.clone()]);
     let (drv_path, drv) = ia_drv("multi", &["out", "dev", "lib"], &[]);
     let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Normal).unwrap();
@@ -206,7 +221,13 @@ fn a_cycle_between_outputs_is_rejected_and_nothing_is_registered() {
     write(&output(&outputs, "out").location, &dev);
     write(&output(&outputs, "dev").location, &out);
     let locations: Vec<_> = outputs.iter().map(|o| o.location.clone()).collect();
-    let msg = rejected(register(&f.store, &drv_path, &drv, outputs, &BTreeSet::new()));
+    let msg = rejected(register(
+        &f.store,
+        &drv_path,
+        &drv,
+        outputs,
+        &BTreeSet::new(),
+    ));
     assert_eq!(
         msg,
         format!(
@@ -227,7 +248,13 @@ fn a_missing_output_rejects_all_outputs() {
     let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Normal).unwrap();
     write(&output(&outputs, "doc").location, "doc");
     let out_loc = output(&outputs, "out").location.clone();
-    let msg = rejected(register(&f.store, &drv_path, &drv, outputs, &BTreeSet::new()));
+    let msg = rejected(register(
+        &f.store,
+        &drv_path,
+        &drv,
+        outputs,
+        &BTreeSet::new(),
+    ));
     assert_eq!(
         msg,
         format!(
@@ -242,7 +269,10 @@ fn a_missing_output_rejects_all_outputs() {
 #[test]
 fn a_rejection_in_the_checks_registers_none_of_the_outputs() {
     let f = fixture();
-    let input = f.store.add_text_to_store("input", b"i", &BTreeSet::new()).unwrap();
+    let input = f
+        .store
+        .add_text_to_store("input", b"i", &BTreeSet::new())
+        .unwrap();
     let (drv_path, drv) = ia_drv("atomic", &["out", "bin"], &[("allowedReferences", "")]);
     let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Normal).unwrap();
     write(&output(&outputs, "out").location, "fine");
@@ -284,7 +314,13 @@ fn group_writable_outputs_are_suspicious() {
     let loc = output(&outputs, "out").location.clone();
     write(&loc, "x");
     std::fs::set_permissions(&loc, PermissionsExt::from_mode(0o664)).unwrap();
-    let msg = rejected(register(&f.store, &drv_path, &drv, outputs, &BTreeSet::new()));
+    let msg = rejected(register(
+        &f.store,
+        &drv_path,
+        &drv,
+        outputs,
+        &BTreeSet::new(),
+    ));
     assert_eq!(
         msg,
         format!(
@@ -317,20 +353,50 @@ fn build_with_refs(
 #[test]
 fn reference_attributes_in_the_environment() {
     let f = fixture();
-    let a = f.store.add_text_to_store("a", b"a", &BTreeSet::new()).unwrap();
-    let b = f.store.add_text_to_store("b", b"b", &BTreeSet::new()).unwrap();
+    let a = f
+        .store
+        .add_text_to_store("a", b"a", &BTreeSet::new())
+        .unwrap();
+    let b = f
+        .store
+        .add_text_to_store("b", b"b", &BTreeSet::new())
+        .unwrap();
     // c refers to a: a is a requisite of c.
-    let c = f.store.add_text_to_store("c", f.store.print(&a).as_bytes(), &BTreeSet::from([a.clone()])).unwrap();
+    let c = f
+        .store
+        .add_text_to_store(
+            "c",
+            f.store.print(&a).as_bytes(),
+            &BTreeSet::from([a.clone()]),
+        )
+        .unwrap();
     let inputs = BTreeSet::from([a.clone(), b.clone(), c.clone()]);
     let pa = f.store.print(&a);
     let pb = f.store.print(&b);
     let pc = f.store.print(&c);
 
-    let cases: Vec<(&str, String, Vec<&StorePath>, Option<Vec<&StorePath>>)> = vec![
+    // (attribute, value, what the output refers to, the offending paths if rejected)
+    type Case<'a> = (
+        &'a str,
+        String,
+        Vec<&'a StorePath>,
+        Option<Vec<&'a StorePath>>,
+    );
+    let cases: Vec<Case> = vec![
         ("allowedReferences", pa.clone(), vec![&a], None),
-        ("allowedReferences", pa.clone(), vec![&a, &b], Some(vec![&b])),
+        (
+            "allowedReferences",
+            pa.clone(),
+            vec![&a, &b],
+            Some(vec![&b]),
+        ),
         ("allowedReferences", "".into(), vec![], None),
-        ("disallowedReferences", format!(" {pb}\n"), vec![&a, &b], Some(vec![&b])),
+        (
+            "disallowedReferences",
+            format!(" {pb}\n"),
+            vec![&a, &b],
+            Some(vec![&b]),
+        ),
         ("disallowedReferences", pb.clone(), vec![&c], None),
         // The closure of c contains a.
         ("allowedRequisites", pc.clone(), vec![&c], Some(vec![&a])),
@@ -346,7 +412,10 @@ fn reference_attributes_in_the_environment() {
                 result.unwrap_or_else(|e| panic!("case {i} ({attr}): {e}"));
             }
             Some(bad) => {
-                let listed: String = bad.iter().map(|p| format!("\n  {}", f.store.print(p))).collect();
+                let listed: String = bad
+                    .iter()
+                    .map(|p| format!("\n  {}", f.store.print(p)))
+                    .collect();
                 assert_eq!(
                     rejected(result),
                     format!(
@@ -376,10 +445,17 @@ fn output_names_in_reference_lists_and_self_references_of_requisites() {
     // A name that is neither a store path nor an output.
     let (drv_path, drv) = ia_drv("bad-spec", &["out"], &[("allowedReferences", "out bin")]);
     let msg = rejected(build_with_refs(&f, &drv_path, &drv, &[], &BTreeSet::new()));
-    assert_eq!(msg, "derivation contains an illegal reference specifier 'bin'");
+    assert_eq!(
+        msg,
+        "derivation contains an illegal reference specifier 'bin'"
+    );
 
     // disallowedReferences naming another output.
-    let (drv_path, drv) = ia_drv("no-out", &["out", "dev"], &[("disallowedReferences", "out")]);
+    let (drv_path, drv) = ia_drv(
+        "no-out",
+        &["out", "dev"],
+        &[("disallowedReferences", "out")],
+    );
     let msg = rejected(build_with_refs(&f, &drv_path, &drv, &[], &BTreeSet::new()));
     assert_eq!(
         msg,
@@ -398,7 +474,10 @@ fn structured(json: serde_json::Value) -> String {
 #[test]
 fn output_checks_from_structured_attributes() {
     let f = fixture();
-    let a = f.store.add_text_to_store("a", b"a", &BTreeSet::new()).unwrap();
+    let a = f
+        .store
+        .add_text_to_store("a", b"a", &BTreeSet::new())
+        .unwrap();
     let inputs = BTreeSet::from([a.clone()]);
     let pa = f.store.print(&a);
     let a_size = f.store.path_info(&a).unwrap().nar_size;
@@ -454,7 +533,10 @@ fn output_checks_from_structured_attributes() {
         &[("__json", &json), ("allowedReferences", "")],
     );
     let msg = rejected(build_with_refs(&f, &drv_path, &drv, &[&a], &inputs));
-    assert!(msg.starts_with(&format!("output '{}'", f.store.print(&out_path(&drv, "dev")))));
+    assert!(msg.starts_with(&format!(
+        "output '{}'",
+        f.store.print(&out_path(&drv, "dev"))
+    )));
 
     // Structured requisite checks count the output itself.
     let json = structured(serde_json::json!({
@@ -584,7 +666,13 @@ fn fixed_outputs_must_be_plain_files_when_flat_and_refer_to_nothing() {
     write(&loc, "x");
     std::fs::set_permissions(&loc, PermissionsExt::from_mode(0o755)).unwrap();
     assert_eq!(
-        rejected(register(&f.store, &drv_path, &drv, outputs, &BTreeSet::new())),
+        rejected(register(
+            &f.store,
+            &drv_path,
+            &drv,
+            outputs,
+            &BTreeSet::new()
+        )),
         format!(
             "output path '{}' should be a non-executable regular file since recursive hashing \
              is not enabled (outputHashMode=flat)",
@@ -592,18 +680,29 @@ fn fixed_outputs_must_be_plain_files_when_flat_and_refer_to_nothing() {
         )
     );
 
-    let input = f.store.add_text_to_store("in", b"i", &BTreeSet::new()).unwrap();
+    let input = f
+        .store
+        .add_text_to_store("in", b"i", &BTreeSet::new())
+        .unwrap();
     let text = f.store.print(&input);
     let (drv_path, drv) = fixed_drv(
         &f.store,
         "refs",
         IngestionMethod::Recursive,
-        nar::NarNode::file(text.clone().into_bytes()).nar_hash(HashAlgo::Sha256).0,
+        nar::NarNode::file(text.clone().into_bytes())
+            .nar_hash(HashAlgo::Sha256)
+            .0,
     );
     let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Normal).unwrap();
     write(&output(&outputs, "out").location, &text);
     assert_eq!(
-        rejected(register(&f.store, &drv_path, &drv, outputs, &BTreeSet::from([input]))),
+        rejected(register(
+            &f.store,
+            &drv_path,
+            &drv,
+            outputs,
+            &BTreeSet::from([input])
+        )),
         format!(
             "illegal path references in fixed-output derivation '{}'",
             f.store.print(&drv_path)
@@ -645,11 +744,17 @@ fn check_mode_compares_with_the_registered_output() {
 
     let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Check).unwrap();
     let o = output(&outputs, "out");
-    assert_eq!(o.scratch, fallback_path(f.store.store_dir(), &drv_path, &path));
+    assert_eq!(
+        o.scratch,
+        fallback_path(f.store.store_dir(), &drv_path, &path)
+    );
     assert_ne!(o.scratch, path);
     assert_eq!(
         input_rewrites(&outputs),
-        BTreeMap::from([(path.hash_part().to_owned(), o.scratch.hash_part().to_owned())])
+        BTreeMap::from([(
+            path.hash_part().to_owned(),
+            o.scratch.hash_part().to_owned()
+        )])
     );
     let scratch_loc = o.location.clone();
     drop(outputs);
@@ -730,7 +835,10 @@ fn outputs_valid_already_are_kept_and_their_scratch_hashes_rewritten_in_the_othe
     let reg = register(&f.store, &drv_path, &drv, outputs, &BTreeSet::new()).unwrap();
     assert_eq!(reg.outputs.keys().collect::<Vec<_>>(), ["dev"]);
     let new_dev = f.store.path_info(&out_path(&drv, "dev")).unwrap();
-    assert_eq!(new_dev.nar_hash, dev_info.nar_hash, "scratch hash rewritten");
+    assert_eq!(
+        new_dev.nar_hash, dev_info.nar_hash,
+        "scratch hash rewritten"
+    );
     assert_eq!(new_dev.references, BTreeSet::from([out_path(&drv, "out")]));
     assert_eq!(
         std::fs::read_to_string(f.store.real_path(&out_path(&drv, "out"))).unwrap(),
@@ -783,7 +891,10 @@ fn repeated_rounds_register_only_at_the_end_and_compare() {
     };
     // Same twice.
     let first = round(1, "same", None, false, true).unwrap();
-    assert!(!f.store.is_valid(&path).unwrap(), "not registered after round 1");
+    assert!(
+        !f.store.is_valid(&path).unwrap(),
+        "not registered after round 1"
+    );
     let second = round(2, "same", Some(&first), false, true).unwrap();
     assert_eq!(second.round_differs, None);
     assert!(f.store.is_valid(&path).unwrap());
@@ -806,7 +917,10 @@ fn repeated_rounds_register_only_at_the_end_and_compare() {
 
     // With keep-failed the first round is kept as `.check` and named.
     let first = round(1, "one", None, true, true).unwrap();
-    assert_eq!(std::fs::read_to_string(check_location(&f.store, &path)).unwrap(), "one");
+    assert_eq!(
+        std::fs::read_to_string(check_location(&f.store, &path)).unwrap(),
+        "one"
+    );
     match round(2, "two", Some(&first), true, true) {
         Err(Rejection::RoundDiffers { message }) => assert_eq!(
             message,
@@ -824,5 +938,8 @@ fn repeated_rounds_register_only_at_the_end_and_compare() {
     let second = round(2, "two", Some(&first), false, false).unwrap();
     assert!(second.round_differs.is_some());
     assert!(f.store.is_valid(&path).unwrap());
-    assert!(!check_location(&f.store, &path).exists(), ".check removed at the end");
+    assert!(
+        !check_location(&f.store, &path).exists(),
+        ".check removed at the end"
+    );
 }

@@ -23,9 +23,8 @@
 //! experimental `ca-derivations`) are not supported.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::Metadata;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use bstr::ByteSlice;
@@ -74,7 +73,10 @@ pub enum Rejection {
     /// A `BuildError` after a successful build: a missing output, a reference check, a
     /// fixed-output hash mismatch (`hash_mismatch`, exit status bit 102).
     #[error("{message}")]
-    OutputRejected { message: String, hash_mismatch: bool },
+    OutputRejected {
+        message: String,
+        hash_mismatch: bool,
+    },
     /// Check mode: an output differs from the registered one (exit status bit 104).
     #[error("{message}")]
     NotDeterministic { message: String },
@@ -215,7 +217,12 @@ pub fn input_rewrites(outputs: &[BuiltOutput]) -> BTreeMap<String, String> {
     outputs
         .iter()
         .filter(|o| o.scratch != o.path)
-        .map(|o| (o.path.hash_part().to_owned(), o.scratch.hash_part().to_owned()))
+        .map(|o| {
+            (
+                o.path.hash_part().to_owned(),
+                o.scratch.hash_part().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -298,7 +305,8 @@ enum Scanned {
     /// Valid before the build and not checked: only its final hash matters to others.
     AlreadyRegistered,
     Wanted {
-        meta: Metadata,
+        /// A regular file without execute permission (what a flat fixed output must be).
+        plain_file: bool,
         /// NAR hash and size before any rewriting, and references (to scratch paths).
         nar_hash: Hash,
         nar_size: u64,
@@ -391,7 +399,7 @@ impl<'r> Run<'r> {
         for name in order {
             let output = self.outputs[&name];
             let Scanned::Wanted {
-                meta,
+                plain_file,
                 nar_hash,
                 nar_size,
                 references,
@@ -400,7 +408,7 @@ impl<'r> Run<'r> {
                 self.add_rewrite(&output.scratch, &output.path);
                 continue;
             };
-            let new = self.new_output(output, meta, nar_hash, *nar_size, references)?;
+            let new = self.new_output(output, *plain_file, nar_hash, *nar_size, references)?;
             if self.req.mode == BuildMode::Check {
                 if let Some(old) = self.check_output(new)? {
                     checked.insert(name, old);
@@ -525,12 +533,12 @@ impl<'r> Run<'r> {
             }
             canon::canonicalise_path_metadata(location, self.req.build_uid, &mut self.inodes_seen)
                 .map_err(Rejection::misc)?;
-            let scan = hash_and_scan(location, candidates.iter().copied())
-                .map_err(Rejection::misc)?;
+            let scan =
+                hash_and_scan(location, candidates.iter().copied()).map_err(Rejection::misc)?;
             scanned.insert(
                 name.clone(),
                 Scanned::Wanted {
-                    meta,
+                    plain_file: meta.file_type().is_file() && meta.mode() & 0o100 == 0,
                     nar_hash: scan.nar_hash,
                     nar_size: scan.nar_size,
                     references: scan.references,
@@ -560,7 +568,14 @@ impl<'r> Run<'r> {
         let mut visited = BTreeSet::new();
         let mut parents = BTreeSet::new();
         for name in self.outputs.keys() {
-            self.visit(name, None, &children, &mut visited, &mut parents, &mut sorted)?;
+            self.visit(
+                name,
+                None,
+                &children,
+                &mut visited,
+                &mut parents,
+                &mut sorted,
+            )?;
         }
         // `sorted` is in post-order: referenced outputs first.
         Ok(sorted)
@@ -608,7 +623,7 @@ impl<'r> Run<'r> {
     fn new_output(
         &mut self,
         output: &BuiltOutput,
-        meta: &Metadata,
+        plain_file: bool,
         nar_hash: &Hash,
         nar_size: u64,
         references: &BTreeSet<StorePath>,
@@ -627,12 +642,19 @@ impl<'r> Run<'r> {
                 }
                 info
             }
-            DerivationOutput::Fixed { hash, .. } => {
-                self.fixed_output(output, meta, hash, self_ref, refs, (*nar_hash, nar_size))?
-            }
+            DerivationOutput::Fixed { hash, .. } => self.fixed_output(
+                output,
+                plain_file,
+                hash,
+                self_ref,
+                refs,
+                (*nar_hash, nar_size),
+            )?,
             _ => {
-                return Err(known_path(self.store, self.req.drv_path, &output.name, drv_output)
-                    .unwrap_err());
+                return Err(
+                    known_path(self.store, self.req.drv_path, &output.name, drv_output)
+                        .unwrap_err(),
+                );
             }
         };
         info.deriver = Some(self.req.drv_path.clone());
@@ -698,16 +720,14 @@ impl<'r> Run<'r> {
     fn fixed_output(
         &mut self,
         output: &BuiltOutput,
-        meta: &Metadata,
+        plain_file: bool,
         wanted: &FixedOutputHash,
         self_ref: bool,
         refs: BTreeSet<StorePath>,
         nar: (Hash, u64),
     ) -> Result<PathInfo, Rejection> {
         let location = &output.location;
-        if wanted.method == IngestionMethod::Flat
-            && (!meta.file_type().is_file() || meta.permissions().mode() & 0o100 != 0)
-        {
+        if wanted.method == IngestionMethod::Flat && !plain_file {
             return Err(Rejection::rejected(format!(
                 "output path '{}' should be a non-executable regular file since recursive \
                  hashing is not enabled (outputHashMode=flat)",
@@ -923,7 +943,10 @@ impl<'r> Run<'r> {
                     self.drv()
                 )
             } else {
-                format!("output '{path}' of '{}' differs from previous round", self.drv())
+                format!(
+                    "output '{path}' of '{}' differs from previous round",
+                    self.drv()
+                )
             };
             if self.req.enforce_determinism {
                 return Err(Rejection::RoundDiffers { message });
@@ -1200,14 +1223,18 @@ fn rewrite_in_place(
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     canon::delete_path(&tmp).map_err(|e| e.to_string())?;
-    let (reader, mut writer) =
-        io::pipe().map_err(|e| format!("creating a pipe to rewrite '{}': {e}", location.display()))?;
+    let (reader, mut writer) = io::pipe()
+        .map_err(|e| format!("creating a pipe to rewrite '{}': {e}", location.display()))?;
     let mut hasher = Hasher::new(HashAlgo::Sha256);
     let (dumped, restored) = std::thread::scope(|s| {
         let restorer = s.spawn(|| nar::restore(reader, &tmp));
         let mut rewriter = Rewriter::new(Tee(&mut hasher, &mut writer), rules);
-        let dumped = nar::dump_path(location, &mut rewriter)
-            .and_then(|size| rewriter.finish().map(|_| size).map_err(nar::NarError::Write));
+        let dumped = nar::dump_path(location, &mut rewriter).and_then(|size| {
+            rewriter
+                .finish()
+                .map(|_| size)
+                .map_err(nar::NarError::Write)
+        });
         drop(writer);
         (dumped, restorer.join().expect("restore does not panic"))
     });
