@@ -943,3 +943,74 @@ fn repeated_rounds_register_only_at_the_end_and_compare() {
         ".check removed at the end"
     );
 }
+
+/// With a build user, outputs must be its own; a hard link to someone else's file is
+/// refused, hard links between the outputs are not. Changing owners needs root.
+#[test]
+fn a_build_users_outputs_must_be_its_own() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: changing file owners needs root");
+        return;
+    }
+    const BUILD_UID: u32 = 30001;
+    let f = fixture();
+    let chown = |p: &Path| std::os::unix::fs::lchown(p, Some(BUILD_UID), None).unwrap();
+    let with_uid = |r: &mut RegisterRequest<'_>| r.build_uid = Some(BUILD_UID);
+
+    // Owned by someone else at the top: suspicious.
+    let (drv_path, drv) = ia_drv("foreign", &["out"], &[]);
+    let msg = rejected(build_out(
+        &f,
+        &drv_path,
+        &drv,
+        BuildMode::Normal,
+        "x",
+        with_uid,
+    ));
+    assert!(
+        msg.starts_with("suspicious ownership or permission on"),
+        "{msg}"
+    );
+
+    // A hard link to a file of root's inside: refused.
+    let (drv_path, drv) = ia_drv("smuggler", &["out"], &[]);
+    let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Normal).unwrap();
+    let loc = output(&outputs, "out").location.clone();
+    mkdir(&loc);
+    let secret = f.store.config().state_dir.join("secret");
+    write(&secret, "secret");
+    std::fs::hard_link(&secret, loc.join("shadow")).unwrap();
+    chown(&loc);
+    let mut req = RegisterRequest::new(&drv_path, &drv, outputs, &NO_INPUTS);
+    with_uid(&mut req);
+    match register_outputs(&f.store, req) {
+        Err(Rejection::Misc { message }) => assert_eq!(
+            message,
+            format!(
+                "invalid ownership on file '{}'",
+                loc.join("shadow").display()
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_nothing_valid(&f.store, &drv);
+
+    // Hard links between two outputs of the build user: fine.
+    let (drv_path, drv) = ia_drv("linked", &["out", "dev"], &[]);
+    let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Normal).unwrap();
+    let (out, dev) = (
+        output(&outputs, "out").location.clone(),
+        output(&outputs, "dev").location.clone(),
+    );
+    mkdir(&out);
+    mkdir(&dev);
+    write(&out.join("f"), "shared");
+    std::fs::hard_link(out.join("f"), dev.join("g")).unwrap();
+    for p in [&out, &dev, &out.join("f")] {
+        chown(p);
+    }
+    let mut req = RegisterRequest::new(&drv_path, &drv, outputs, &NO_INPUTS);
+    with_uid(&mut req);
+    register_outputs(&f.store, req).unwrap();
+    assert_eq!(std::fs::metadata(dev.join("g")).unwrap().uid(), 0);
+}

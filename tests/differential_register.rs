@@ -202,6 +202,15 @@ fn drover_build(
             .fold(s.to_owned(), |acc, (from, to)| acc.replace(from, to))
     };
     let build_dir = tempfile::tempdir().unwrap();
+    if drv.env_var("__json").is_some() {
+        // What a builder of a derivation with structured attributes reads its outputs from.
+        let outs: serde_json::Map<String, serde_json::Value> = outputs
+            .iter()
+            .map(|o| (o.name.clone(), store.print(&o.scratch).into()))
+            .collect();
+        let attrs = serde_json::json!({ "outputs": outs });
+        std::fs::write(build_dir.path().join(".attrs.json"), attrs.to_string()).unwrap();
+    }
     let mut cmd = Command::new(rewrite(&String::from_utf8_lossy(&drv.builder)));
     cmd.args(
         drv.args
@@ -287,6 +296,11 @@ fn expression() -> String {
         r#"let
   sh = script: ["sh" "-c" script];
   mk = attrs: derivation ({{ system = builtins.currentSystem; builder = "/bin/busybox"; }} // attrs);
+  # Structured attributes: the builder finds its output in .attrs.json.
+  smk = name: script: checks: mk {{
+    inherit name; __structuredAttrs = true; outputChecks = checks;
+    args = sh (''o=$(sed -n 's/.*"outputs":{{"out":"\([^"]*\)".*/\1/p' .attrs.json); '' + script);
+  }};
 in rec {{
   dep = mk {{ name = "dep"; args = sh "echo dep > $out"; }};
   dep2 = mk {{ name = "dep2"; args = sh "echo ${{dep}} > $out"; }};
@@ -324,6 +338,14 @@ in rec {{
   random-k = mk {{ name = "random-k"; args = sh "cat /proc/sys/kernel/random/uuid > $out"; }};
   repeat = mk {{ name = "repeat"; args = sh "cat /proc/sys/kernel/random/uuid > $out"; }};
   repeat-k = mk {{ name = "repeat-k"; args = sh "cat /proc/sys/kernel/random/uuid > $out"; }};
+  s-size = smk "s-size" "echo ${{dep}} > $o" {{ out = {{ maxSize = 10; }}; }};
+  s-closure = smk "s-closure" "echo ${{dep2}} > $o" {{ out = {{ maxSize = 1000; maxClosureSize = 300; }}; }};
+  s-closure-ok = smk "s-closure-ok" "echo ${{dep2}} > $o" {{ out = {{ maxClosureSize = 100000; }}; }};
+  s-allowed = smk "s-allowed" "echo ${{dep}} > $o" {{ out = {{ allowedReferences = []; }}; }};
+  s-string = smk "s-string" "echo ${{dep}} > $o" {{ out = {{ allowedReferences = "${{dep}}"; }}; }};
+  s-self = smk "s-self" "echo $o > $o" {{ out = {{ allowedRequisites = []; }}; }};
+  s-other = smk "s-other" "echo ${{dep}} > $o" {{ dev = {{ allowedReferences = []; }}; }};
+  s-not-strings = smk "s-not-strings" "echo > $o" {{ out = {{ disallowedReferences = [1]; }}; }};
   repeat-ok = mk {{ name = "repeat-ok"; outputs = ["out" "dev"]; args = sh "echo $dev > $out; echo dev > $dev"; }};
 }}
 "#
@@ -519,6 +541,52 @@ fn rejections_have_real_nix_messages() {
 }
 
 #[test]
+fn structured_output_checks_as_real_nix() {
+    if !common::require_nix() {
+        return;
+    }
+    let attrs = [
+        "dep",
+        "dep2",
+        "s-size",
+        "s-closure",
+        "s-closure-ok",
+        "s-allowed",
+        "s-string",
+        "s-self",
+        "s-other",
+        "s-not-strings",
+    ];
+    let s = setup(&attrs);
+    let nix: BTreeMap<&str, (i32, Option<String>)> = attrs
+        .iter()
+        .map(|a| (*a, s.stores.realise(&s.drvs[*a], &[])))
+        .collect();
+    for e in std::fs::read_dir(s.stores.store_dir()).unwrap() {
+        let p = e.unwrap().path();
+        if !p.to_string_lossy().ends_with(".drv") {
+            remove(&p);
+        }
+    }
+    let store = s.stores.drover();
+    let mut failures = 0;
+    for a in attrs {
+        let drv = store.parse(&s.drvs[a]).unwrap();
+        let (result, _, _) = drover_build(&store, &drv, Opts::default(), BuildMode::Normal);
+        let (code, nix_error) = &nix[a];
+        match result {
+            Ok(_) => assert_eq!(*code, 0, "{a}: Nix failed with {nix_error:?}"),
+            Err(e) => {
+                failures += 1;
+                assert_eq!(*code, 1, "{a}");
+                assert_eq!(Some(e.to_string()), *nix_error, "{a}");
+            }
+        }
+    }
+    assert_eq!(failures, 5);
+}
+
+#[test]
 fn check_and_repeat_report_as_real_nix() {
     if !common::require_nix() {
         return;
@@ -633,6 +701,67 @@ fn check_and_repeat_report_as_real_nix() {
         prev = Some(reg);
     }
     for (path, info) in &nix_repeat_ok {
+        compare_info(info, &store, path);
+    }
+}
+
+#[test]
+fn a_lost_output_is_rebuilt_as_real_nix_does() {
+    if !common::require_nix() {
+        return;
+    }
+    let attrs = ["dep", "dep2", "multi"];
+    let s = setup(&attrs);
+    let st = &s.stores;
+    for a in attrs {
+        assert_eq!(st.realise(&s.drvs[a], &[]).0, 0, "{a}");
+    }
+    let outputs = st.outputs(&s.drvs["multi"]);
+    let dev = outputs
+        .iter()
+        .find(|o| o.ends_with("-dev"))
+        .unwrap()
+        .clone();
+    let deleted = Command::new("nix-store")
+        .args(["--store", &st.nix_uri()])
+        .args(NIX_OPTS)
+        .args(["--delete", &dev])
+        .output()
+        .unwrap();
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    // Rebuilt with `out` and `lib` valid: they are redirected, and `dev`, which refers to
+    // `out`, has the scratch hash rewritten.
+    assert_eq!(st.realise(&s.drvs["multi"], &[]).0, 0);
+    let nix_infos = st.nix_infos(&outputs);
+    for e in std::fs::read_dir(st.store_dir()).unwrap() {
+        let p = e.unwrap().path();
+        if !p.to_string_lossy().ends_with(".drv") {
+            remove(&p);
+        }
+    }
+
+    let store = st.drover();
+    for a in attrs {
+        let drv = store.parse(&s.drvs[a]).unwrap();
+        drover_build(&store, &drv, Opts::default(), BuildMode::Normal)
+            .0
+            .unwrap();
+    }
+    store.delete_path(&store.parse(&dev).unwrap()).unwrap();
+    let multi = store.parse(&s.drvs["multi"]).unwrap();
+    let (result, built, _) = drover_build(&store, &multi, Opts::default(), BuildMode::Normal);
+    let registered = result.unwrap();
+    assert_eq!(registered.outputs.keys().collect::<Vec<_>>(), ["dev"]);
+    let redirected: Vec<&BuiltOutput> = built.iter().filter(|o| o.scratch != o.path).collect();
+    assert_eq!(redirected.len(), 2);
+    for o in redirected {
+        assert!(!o.location.exists(), "{} left behind", o.location.display());
+    }
+    for (path, info) in &nix_infos {
         compare_info(info, &store, path);
     }
 }

@@ -1289,3 +1289,97 @@ fn replace_valid_path(dest: &Path, src: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sp(base: &str) -> StorePath {
+        StorePath::from_base_name(base).unwrap()
+    }
+
+    #[test]
+    fn fallback_paths_are_nixs() {
+        // Printed by a real Nix 2.8 `nix-store --check` builder (`echo $out`) in a store at
+        // /tmp/regexp2/s/store.
+        let store_dir = StoreDir::new("/tmp/regexp2/s/store").unwrap();
+        let drv = sp("q10i645ynjpsfh4mqrnkgkjac4szmnxl-random.drv");
+        let out = sp("fc2ja3m6c2k2040kkby21qp80p7qx5cx-random");
+        assert_eq!(
+            fallback_path(&store_dir, &drv, &out),
+            sp("m0s0lxdmblcbk6dd5mbp1n9gp0ffb06s-random")
+        );
+    }
+
+    #[test]
+    fn input_rewrites_map_redirected_outputs_only() {
+        let built = |name: &str, path: &str, scratch: &str| BuiltOutput {
+            name: name.into(),
+            path: sp(path),
+            scratch: sp(scratch),
+            location: PathBuf::from("/x"),
+            already_valid: path != scratch,
+        };
+        let outputs = [
+            built(
+                "out",
+                "fc2ja3m6c2k2040kkby21qp80p7qx5cx-a",
+                "m0s0lxdmblcbk6dd5mbp1n9gp0ffb06s-a",
+            ),
+            built(
+                "dev",
+                "q10i645ynjpsfh4mqrnkgkjac4szmnxl-a-dev",
+                "q10i645ynjpsfh4mqrnkgkjac4szmnxl-a-dev",
+            ),
+        ];
+        assert_eq!(
+            input_rewrites(&outputs),
+            BTreeMap::from([(
+                "fc2ja3m6c2k2040kkby21qp80p7qx5cx".to_owned(),
+                "m0s0lxdmblcbk6dd5mbp1n9gp0ffb06s".to_owned()
+            )])
+        );
+    }
+
+    #[test]
+    fn rejections_become_the_outcomes_nix_reports() {
+        let m = || "m".to_owned();
+        assert_eq!(
+            Rejection::OutputRejected {
+                message: m(),
+                hash_mismatch: true
+            }
+            .into_outcome(),
+            BuildOutcome::OutputRejected {
+                message: m(),
+                hash_mismatch: true
+            }
+        );
+        assert_eq!(
+            Rejection::NotDeterministic { message: m() }.into_outcome(),
+            BuildOutcome::NotDeterministic { message: m() }
+        );
+        assert_eq!(
+            Rejection::RoundDiffers { message: m() }.into_outcome(),
+            BuildOutcome::RoundDiffers { message: m() }
+        );
+        assert_eq!(
+            Rejection::Misc { message: m() }.into_outcome(),
+            BuildOutcome::MiscFailure { message: m() }
+        );
+        let registered = Registered {
+            outputs: BTreeMap::new(),
+            round_differs: None,
+        };
+        assert_eq!(registered.outcome(), BuildOutcome::Success);
+    }
+
+    #[test]
+    fn json_sizes_convert_as_nlohmann_does() {
+        assert_eq!(json_u64(&serde_json::json!(7)), Some(7));
+        assert_eq!(json_u64(&serde_json::json!(7.9)), Some(7));
+        assert_eq!(json_u64(&serde_json::json!(-1)), Some(u64::MAX));
+        assert_eq!(json_u64(&serde_json::json!("7")), None);
+        assert_eq!(json_type_name(&serde_json::json!("7")), "string");
+    }
+}
