@@ -650,6 +650,45 @@ fn a_fixed_output_hash_mismatch_registers_the_real_path_and_reports_both_hashes(
     assert_eq!(std::fs::read(f.store.real_path(&real)).unwrap(), b"actual");
     assert!(!f.store.is_valid(&out_path(&drv, "out")).unwrap());
     assert!(!f.store.real_path(&out_path(&drv, "out")).exists());
+
+    // Again, now that the real path is valid: the same error, and the copy goes away.
+    let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Normal).unwrap();
+    std::fs::write(&output(&outputs, "out").location, b"actual").unwrap();
+    let result = register(&f.store, &drv_path, &drv, outputs, &BTreeSet::new());
+    assert!(matches!(
+        result,
+        Err(Rejection::OutputRejected {
+            hash_mismatch: true,
+            ..
+        })
+    ));
+    assert_eq!(f.store.path_info(&real).unwrap().nar_hash, info.nar_hash);
+    assert!(!f.store.real_path(&out_path(&drv, "out")).exists());
+}
+
+#[test]
+fn check_mode_of_a_fixed_output() {
+    let f = fixture();
+    let hash = hash_bytes(HashAlgo::Sha1, b"same");
+    let (drv_path, drv) = fixed_drv(&f.store, "fo-check", IngestionMethod::Flat, hash);
+    build_out(&f, &drv_path, &drv, BuildMode::Normal, "same", |_| {}).unwrap();
+    let reg = build_out(&f, &drv_path, &drv, BuildMode::Check, "same", |_| {}).unwrap();
+    assert_eq!(reg.outputs["out"].path, out_path(&drv, "out"));
+    // Other contents are a hash mismatch, and nothing new becomes valid.
+    let before = f.store.query_all_valid_paths().unwrap();
+    let result = build_out(&f, &drv_path, &drv, BuildMode::Check, "other", |_| {});
+    assert!(matches!(
+        result,
+        Err(Rejection::OutputRejected {
+            hash_mismatch: true,
+            ..
+        })
+    ));
+    assert_eq!(f.store.query_all_valid_paths().unwrap(), before);
+    assert_eq!(
+        std::fs::read(f.store.real_path(&out_path(&drv, "out"))).unwrap(),
+        b"same"
+    );
 }
 
 #[test]

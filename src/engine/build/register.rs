@@ -1147,38 +1147,39 @@ impl<'r> Run<'r> {
                 let _ = canon::delete_path(&o.location);
             }
         }
+        self.dynamic_locks.clear();
         if success {
             return;
         }
-        let names: Vec<String> = self.new.keys().cloned().collect();
-        for name in names {
-            if self.registered_ca.contains(&name) {
-                continue;
-            }
-            let mut new = self.new.remove(&name).expect("listed above");
-            if new.in_place {
-                if !self.req.keep_failed {
-                    let _ = canon::delete_path(&new.location);
-                }
-                continue;
-            }
-            let free = !self.store.is_valid(&new.info.path).unwrap_or(true);
-            if self.req.keep_failed && free {
-                let _ = self.move_output(&mut new);
-            } else if !self.req.keep_failed {
-                let _ = canon::delete_path(&new.location);
-            }
-        }
+        let keep = self.req.keep_failed;
+        // Never delete the files of a valid path (a repaired one, or one being checked).
+        let free = |p: &StorePath| !self.store.is_valid(p).unwrap_or(true);
         for o in self.outputs.values() {
-            if o.already_valid || self.req.keep_failed || self.new.contains_key(&o.name) {
+            if o.already_valid || self.registered_ca.contains(&o.name) {
                 continue;
             }
-            // Outputs rejected before pass 2 (missing, cycle, bad permissions).
-            if !self.store.is_valid(&o.path).unwrap_or(true) {
-                let _ = canon::delete_path(&o.location);
+            match self.new.get(&o.name) {
+                // Rejected after pass 2: kept where Nix leaves it, at its final path.
+                Some(new) if keep => {
+                    if !new.in_place && free(&new.info.path) {
+                        let mut new = self.new.remove(&o.name).expect("present");
+                        let _ = self.move_output(&mut new);
+                    }
+                }
+                Some(new) => {
+                    if !new.in_place || free(&new.info.path) {
+                        let _ = canon::delete_path(&new.location);
+                    }
+                }
+                // Rejected in pass 1 (missing, suspicious, cycle): left where it is.
+                None if keep => {}
+                None => {
+                    if o.location != self.store.real_path(&o.path) || free(&o.path) {
+                        let _ = canon::delete_path(&o.location);
+                    }
+                }
             }
         }
-        self.dynamic_locks.clear();
     }
 }
 
