@@ -230,7 +230,8 @@ pub fn input_rewrites(outputs: &[BuiltOutput]) -> BTreeMap<String, String> {
 /// unsandboxed build (`tryToBuild`, `startBuilder`): leftovers of invalid outputs are
 /// deleted; an output whose path is free is built in place, one whose path is valid (or,
 /// when repairing, present) goes to its [`fallback_path`], cleared first. When repairing,
-/// valid outputs whose contents no longer match their NAR hash count as corrupt.
+/// valid outputs whose contents no longer match their NAR hash count as corrupt (their files
+/// are deleted, and the rebuilt ones replace them). Call it with the output paths locked.
 pub fn prepare_outputs(
     store: &LocalStore,
     drv_path: &StorePath,
