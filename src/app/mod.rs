@@ -6,5 +6,6 @@ pub mod json;
 pub mod plain;
 pub mod plumbing;
 pub mod simulate;
+pub mod tui;
 
 pub use error::AppError;
