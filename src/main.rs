@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use drover::app::cli::{Cli, Command};
-use drover::app::{plumbing, simulate};
+use drover::app::{demo, plumbing, simulate};
 
 /// The scheduler allocates many small, short-lived objects; mimalloc serves them faster.
 #[global_allocator]
@@ -38,15 +38,7 @@ fn run(command: &Command) -> anyhow::Result<u8> {
         return Ok(0);
     }
     match command {
-        Command::Demo => {
-            println!(
-                "drover demo: the embedded demo workload (about 40 goals built live in the \
-                 terminal UI) arrives with the front-ends issue.\n\
-                 Today drover offers the format plumbing and `drover simulate`; see \
-                 `drover --help`."
-            );
-            Ok(0)
-        }
+        Command::Demo(args) => Ok(demo::demo(args)?),
         Command::Simulate(args) => Ok(simulate::simulate(args)?),
         _ => unreachable!("plumbing::run handles every other command"),
     }

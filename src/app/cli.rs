@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{plumbing, simulate};
+use super::{demo, plumbing, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,8 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build the embedded demo workload in the terminal UI.
-    Demo,
+    /// Watch the embedded demo workload (simulated builds) in the terminal UI.
+    Demo(demo::DemoArgs),
     /// Run the real scheduler on simulated builds (virtual time), printing what happens.
     Simulate(simulate::SimulateArgs),
     /// Print the hash of the NAR serialisation of a path (like `nix-hash --type sha256 PATH`).

@@ -1,6 +1,7 @@
 //! What a person or a CI log sees: the command line, and (later) the TUI and line outputs.
 
 pub mod cli;
+pub mod demo;
 pub mod error;
 pub mod json;
 pub mod plain;

@@ -165,7 +165,7 @@ pub fn simulate(args: &SimulateArgs) -> Result<u8, AppError> {
             options.clock_rate = Some(speed);
             run_in_tui(world, args.settings(), args.mode(), Some(speed), options)
         }
-        format => print(world, args, format),
+        format => print_world(world, args.settings(), args.mode(), args.speed, format),
     }
 }
 
@@ -209,12 +209,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
         .map_err(|e| AppError::io("starting", Path::new("the runtime"), e))
 }
 
-/// Runs the simulation printing plain lines or JSON to stdout.
-fn print(world: Arc<World>, args: &SimulateArgs, format: LogFormat) -> Result<u8, AppError> {
+/// Runs a simulated world printing plain lines or JSON to stdout.
+pub fn print_world(
+    world: Arc<World>,
+    settings: Settings,
+    mode: BuildMode,
+    speed: Option<f64>,
+    format: LogFormat,
+) -> Result<u8, AppError> {
     let targets = sim::targets(&world);
-    let executor = SimExecutor::new(world).with_speed(args.speed);
-    let scheduler = Scheduler::new(args.settings());
-    let mode = args.mode();
+    let executor = SimExecutor::new(world).with_speed(speed);
+    let scheduler = Scheduler::new(settings);
     let runtime = runtime()?;
     runtime.block_on(async move {
         let (driver, handle) = driver::driver(scheduler, executor, DriverOptions::default());

@@ -1,7 +1,8 @@
 //! The rows of the goal graph pane: the tree of the view state flattened depth first, top
 //! goals first, failed and running goals floating up among their siblings, folded subtrees
 //! skipped. A filter or a search keeps the matching goals and the goals above them (folding
-//! is then ignored, so every match shows).
+//! is then ignored, so every match shows). Substitution goals that ended without a substitute
+//! (the derivation builds instead) are noise and not shown.
 
 use rustc_hash::FxHashSet;
 
@@ -118,6 +119,9 @@ pub fn build_rows(
         }
         visited[gi] = true;
         let goal = &view.goals[gi];
+        if goal.category == Category::Skipped && goal.children.is_empty() {
+            continue;
+        }
         out.push(Row {
             goal: g,
             depth,

@@ -167,7 +167,7 @@ impl Ui {
             log_search: String::new(),
             log_match: None,
             editing: Editing::None,
-            log_view: LogView::Selected,
+            log_view: LogView::Interleaved,
             log_scroll: 0,
             help: false,
             messages: false,
@@ -825,7 +825,9 @@ impl Ui {
                     let i = if a.slots.contains(at) {
                         usize::from(at.y - a.slots.y)
                     } else {
-                        side.slots.len() + side.substitutions.len() + usize::from(at.y - a.locks.y)
+                        side.slots.len()
+                            + side.substitutions.len()
+                            + usize::from(at.y - a.locks.y) / super::view::LOCK_ROW_LINES
                     };
                     if let Some(g) = side.goal_at(i) {
                         self.slot_cursor = i;

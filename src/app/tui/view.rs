@@ -19,6 +19,7 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::widgets::{Block, Borders, Clear, Widget};
+use unicode_width::UnicodeWidthStr;
 
 use crate::engine::api::{GoalState, InputStage, RunningDetail, Time, WaitReason};
 
@@ -33,6 +34,9 @@ use super::widgets::{
 /// The smallest screen the full layout needs.
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
+
+/// Lines of a lock wait in the lock waits pane.
+pub const LOCK_ROW_LINES: usize = 2;
 
 /// Silence after which a build's "silent" time shows, and after which it warns.
 const SILENT_SHOWN_MS: u64 = 5_000;
@@ -69,7 +73,7 @@ pub fn render_to(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
     let [top, bottom] =
         Layout::vertical([Constraint::Min(0), Constraint::Length(log_height)]).areas(body);
     let [graph, side] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
     draw_header(ui, now, header, buf);
     draw_graph(ui, now, graph, buf);
     if ui.view.is_running() {
@@ -122,17 +126,44 @@ fn pane(ui: &Ui, title: String, focused: bool) -> Block<'static> {
 }
 
 fn draw_header(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
+    // The clock first: the counts give way to it when the line is short.
+    let clock = match ui.view.phase {
+        RunPhase::Running => {
+            let eta = ui.eta(now);
+            let eta = if eta.known {
+                duration(eta.remaining_ms)
+            } else {
+                "?".into()
+            };
+            format!(" {} ─ ETA {eta} ", duration(now.as_millis()))
+        }
+        RunPhase::Done { at, exit_status } => {
+            format!(
+                " done in {} ─ exit {exit_status} ",
+                duration(at.as_millis())
+            )
+        }
+    };
+    let clock_width = clock.width() as u16;
+    Writer::new(buf, area, 0).right(&clock, Style::new(), 0);
+    let left = Rect {
+        width: area.width.saturating_sub(clock_width),
+        ..area
+    };
     let t = ui.theme;
     let v = &ui.view;
     let building = v.count(Category::Building);
-    let mut w = Writer::new(buf, area, 0);
+    let wide = area.width >= 100;
+    let mut w = Writer::new(buf, left, 0);
     w.text(&format!(" {} ", ui.title), t.title());
-    w.text(
-        &format!("─ building {building}/{} slots ─ ", v.controls.max_jobs),
-        Style::new(),
-    );
+    let slots = if wide {
+        format!("─ building {building}/{} slots ─ ", v.controls.max_jobs)
+    } else {
+        format!("─ {building}/{} slots ─ ", v.controls.max_jobs)
+    };
+    w.text(&slots, Style::new());
     w.text(&format!("✔ {} ", v.count(Category::Succeeded)), t.good());
-    w.text(&format!("⏵ {} ", building), t.category(Category::Building));
+    w.text(&format!("⏵ {building} "), t.category(Category::Building));
     w.text(&format!("⏸ {} ", v.count(Category::Waiting)), Style::new());
     let failed = v.count(Category::Failed);
     let failed_style = if failed > 0 { t.error() } else { Style::new() };
@@ -156,7 +187,14 @@ fn draw_header(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
         }
     }
     let kg = if v.controls.keep_going { "ON" } else { "off" };
-    w.text(&format!("─ keep-going {kg} "), Style::new());
+    let kg_style = if v.controls.keep_going {
+        t.good()
+    } else {
+        Style::new()
+    };
+    w.text("─ keep-going ", Style::new())
+        .text(kg, kg_style)
+        .skip(1);
     if v.controls.paused {
         w.text("─ PAUSED ", t.warn());
     }
@@ -169,21 +207,6 @@ fn draw_header(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
     if v.dropped_events > 0 {
         w.text(&format!("─ {} events lost ", v.dropped_events), t.warn());
     }
-    let clock = match v.phase {
-        RunPhase::Running => {
-            let eta = ui.eta(now);
-            let eta = if eta.known {
-                duration(eta.remaining_ms)
-            } else {
-                "?".into()
-            };
-            format!("{} ─ ETA {eta} ", duration(now.as_millis()))
-        }
-        RunPhase::Done { at, exit_status } => {
-            format!("done in {} ─ exit {exit_status} ", duration(at.as_millis()))
-        }
-    };
-    Writer::new(buf, area, 0).right(&clock, Style::new(), 0);
 }
 
 /// What a goal is doing, in words, and the style to say it in.
@@ -340,8 +363,7 @@ fn draw_graph(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
         let time = times(goal, now);
         let room = w.room().saturating_sub(time.len() as u16 + 1);
         let (text, style) = detail(ui, goal, now);
-        let text: String = text.chars().take(room as usize).collect();
-        w.text(&text, style);
+        w.text(&cut(&text, room as usize), style);
         Writer::new(buf, inner, y as u16).right(&time, t.dim(), 0);
         if Some(row.goal) == selected {
             let line = Rect::new(inner.x, inner.y + y as u16, inner.width, 1);
@@ -386,13 +408,13 @@ fn draw_side(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
                 };
                 w.text("⏵ ", t.category(Category::Building));
                 w.text(&pad(&goal.name, name_width), Style::new()).skip(1);
-                w.text(&pad(phase, 9), t.dim());
+                w.text(&pad(phase, 8), t.dim());
                 w.text(
-                    &format!("{:>6}", duration(goal.elapsed(now).unwrap_or(0))),
+                    &format!("{:>5}", duration(goal.elapsed(now).unwrap_or(0))),
                     Style::new(),
                 );
                 if let Some(pid) = pid {
-                    w.text(&format!("  pid {pid}"), t.dim());
+                    w.text(&format!(" pid {pid}"), t.dim());
                 }
                 let quiet_since = goal.last_output.or(goal.started).unwrap_or(now);
                 let silent = now.millis_since(quiet_since);
@@ -458,17 +480,22 @@ fn draw_side(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
         }
         return;
     }
+    // Two lines each: who waits how long, then for which lock and who holds it.
     let first = side.slots.len() + side.substitutions.len();
-    for (y, g) in side.locks.iter().enumerate().take(inner.height as usize) {
+    for (k, g) in side.locks.iter().enumerate() {
+        let y = (k * LOCK_ROW_LINES) as u16;
+        if y >= inner.height {
+            break;
+        }
         let goal = &ui.view.goals[*g as usize];
-        let mut w = Writer::new(buf, inner, y as u16);
+        let mut w = Writer::new(buf, inner, y);
         w.text("⧗ ", t.lock());
         w.text(&goal.name, Style::new());
         w.text(
-            &format!(" waits {}", short_duration(now.millis_since(goal.since))),
-            t.dim(),
+            &format!("  waits {}", short_duration(now.millis_since(goal.since))),
+            Style::new(),
         );
-        if let GoalState::Waiting {
+        let GoalState::Waiting {
             reason:
                 WaitReason::Lock {
                     paths,
@@ -476,32 +503,54 @@ fn draw_side(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
                     retry_at,
                 },
         } = &goal.state
-        {
+        else {
+            continue;
+        };
+        if let Some(at) = retry_at.filter(|&at| at > now) {
+            w.text(
+                &format!(", retry in {}", short_duration(at.millis_since(now))),
+                t.dim(),
+            );
+        }
+        if y + 1 < inner.height {
+            let mut w = Writer::new(buf, inner, y + 1);
+            w.skip(2);
             if let Some(p) = paths.first() {
-                w.text(&format!(" for {}.lock", short_path(p)), Style::new());
+                w.text(&format!("{}.lock", short_path(p)), t.dim());
+                if paths.len() > 1 {
+                    w.text(&format!(" +{}", paths.len() - 1), t.dim());
+                }
             }
             if let Some(h) = holder {
                 let who = match (h.pid, &h.command) {
-                    (Some(pid), Some(cmd)) => format!(" (pid {pid} {cmd})"),
-                    (Some(pid), None) => format!(" (pid {pid})"),
-                    (None, Some(cmd)) => format!(" ({cmd})"),
+                    (Some(pid), Some(cmd)) => format!(" held by pid {pid} ({cmd})"),
+                    (Some(pid), None) => format!(" held by pid {pid}"),
+                    (None, Some(cmd)) => format!(" held by {cmd}"),
                     (None, None) => String::new(),
                 };
                 w.text(&who, t.lock());
             }
-            if let Some(at) = retry_at.filter(|&at| at > now) {
-                w.text(
-                    &format!(" retry in {}", short_duration(at.millis_since(now))),
-                    t.dim(),
-                );
-            }
         }
-        if cursor == Some(first + y) {
+        if cursor == Some(first + k) {
+            let lines = (LOCK_ROW_LINES as u16).min(inner.height - y);
             buf.set_style(
-                Rect::new(inner.x, inner.y + y as u16, inner.width, 1),
+                Rect::new(inner.x, inner.y + y, inner.width, lines),
                 t.selected(),
             );
         }
+    }
+}
+
+/// `s` cut to `width` characters, with `…` where it was cut.
+fn cut(s: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    if s.chars().count() <= width {
+        s.into()
+    } else if width == 0 {
+        "".into()
+    } else {
+        let mut out: String = s.chars().take(width - 1).collect();
+        out.push('…');
+        out.into()
     }
 }
 
@@ -517,13 +566,13 @@ fn pad(s: &str, width: usize) -> String {
     }
 }
 
-/// What Nix's exit status says.
+/// What Nix's exit status says: 1, or 0x60 plus bits (4 build failure, 1 timed out, 2 hash
+/// mismatch, 8 not deterministic), so 100 is a plain build failure.
 fn exit_meaning(status: u8) -> String {
     match status {
         0 => "success".into(),
-        1 => "failed".into(),
-        100..=115 => {
-            let bits = status - 100;
+        s if s & 0x60 == 0x60 && s & 0x0f != 0 && s < 0x70 => {
+            let bits = s & 0x0f;
             let mut why = Vec::new();
             if bits & 1 != 0 {
                 why.push("timed out");
@@ -531,19 +580,47 @@ fn exit_meaning(status: u8) -> String {
             if bits & 2 != 0 {
                 why.push("hash mismatch");
             }
-            if bits & 4 != 0 {
+            if bits & 4 != 0 && bits & 3 == 0 {
                 why.push("build failure");
             }
             if bits & 8 != 0 {
                 why.push("not deterministic");
             }
-            if why.is_empty() {
-                why.push("builds failed");
-            }
             why.join(", ")
         }
         _ => "failed".into(),
     }
+}
+
+/// `n thing` or `n things`.
+fn plural(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("{n} {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// `words` joined by `sep` into lines at most `width` wide (a word wider than that gets a
+/// line of its own, cut at the edge).
+fn wrap(words: &[&str], sep: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for (i, w) in words.iter().enumerate() {
+        let piece = if i + 1 < words.len() {
+            format!("{w}{sep}")
+        } else {
+            (*w).to_owned()
+        };
+        if !line.is_empty() && line.width() + piece.trim_end().width() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        line.push_str(&piece);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 fn draw_summary(ui: &mut Ui, area: Rect, buf: &mut Buffer) {
@@ -564,38 +641,37 @@ fn draw_summary(ui: &mut Ui, area: Rect, buf: &mut Buffer) {
     };
     lines.push((
         format!(
-            "Run finished: exit status {exit_status} ({})",
+            "Finished: exit {exit_status} ({})",
             exit_meaning(exit_status)
         ),
         verdict,
     ));
     lines.push((
         format!(
-            "built {}  substituted {}  already valid {}",
+            "✔ built {} · substituted {} · valid {}",
             s.built, s.substituted, s.valid
         ),
-        Style::new(),
+        t.good(),
     ));
-    let failed_style = if s.failed.is_empty() {
-        Style::new()
-    } else {
-        t.error()
-    };
+    if !s.failed.is_empty() || s.dependency_failed > 0 {
+        lines.push((
+            format!(
+                "✘ failed: {}, {}",
+                plural(s.failed.len() as u64, "root cause"),
+                plural(s.dependency_failed, "dependency failure")
+            ),
+            t.error(),
+        ));
+    }
+    if s.cancelled > 0 {
+        lines.push((
+            format!("⊗ cancelled {}", s.cancelled),
+            t.category(Category::Cancelled),
+        ));
+    }
     lines.push((
         format!(
-            "failed {}: {} root cause{}, {} dependency failure{}; cancelled {}",
-            s.failed.len() as u64 + s.dependency_failed,
-            s.failed.len(),
-            if s.failed.len() == 1 { "" } else { "s" },
-            s.dependency_failed,
-            if s.dependency_failed == 1 { "" } else { "s" },
-            s.cancelled
-        ),
-        failed_style,
-    ));
-    lines.push((
-        format!(
-            "total time {}  critical path {}",
+            "total {} · critical path {}",
             duration(s.total_ms),
             duration(s.critical_ms)
         ),
@@ -607,10 +683,12 @@ fn draw_summary(ui: &mut Ui, area: Rect, buf: &mut Buffer) {
             .iter()
             .map(|&g| &*v.goals[g as usize].name)
             .collect();
-        lines.push((format!("  {}", names.join(" ← ")), t.dim()));
+        for line in wrap(&names, " ← ", inner.width.saturating_sub(2) as usize) {
+            lines.push((format!("  {line}"), t.dim()));
+        }
     }
     if !s.failed.is_empty() {
-        lines.push(("Root causes (select one, r: retry):".into(), Style::new()));
+        lines.push(("Root causes (select, r retries):".into(), Style::new()));
         for &g in &s.failed {
             let goal = &v.goals[g as usize];
             let why = goal
@@ -619,7 +697,7 @@ fn draw_summary(ui: &mut Ui, area: Rect, buf: &mut Buffer) {
             lines.push((format!("  ✘ {}  {why}", goal.name), t.error()));
         }
     }
-    lines.push(("q: quit".into(), t.dim()));
+    lines.push(("q quits".into(), t.dim()));
     for (y, (text, style)) in lines.iter().enumerate().take(inner.height as usize) {
         Writer::new(buf, inner, y as u16).text(text, *style);
     }
@@ -792,6 +870,10 @@ fn draw_footer(ui: &Ui, area: Rect, buf: &mut Buffer) {
         ]
     };
     for (k, what) in hints {
+        // Whole hints only.
+        if w.room() < (k.width() + what.width() + 1) as u16 {
+            break;
+        }
         w.text(k, t.key()).skip(1).text(what, Style::new()).skip(2);
     }
 }
@@ -840,9 +922,21 @@ mod tests {
     #[test]
     fn exit_statuses_are_explained() {
         assert_eq!(exit_meaning(0), "success");
-        assert_eq!(exit_meaning(104), "build failure");
+        assert_eq!(exit_meaning(100), "build failure");
         assert_eq!(exit_meaning(101), "timed out");
+        assert_eq!(exit_meaning(102), "hash mismatch");
+        assert_eq!(exit_meaning(104), "not deterministic");
+        assert_eq!(exit_meaning(108), "build failure, not deterministic");
         assert_eq!(exit_meaning(1), "failed");
+    }
+
+    #[test]
+    fn paths_wrap_between_names() {
+        assert_eq!(
+            wrap(&["app", "python3", "openssl"], " ← ", 15),
+            vec!["app ← python3 ← ", "openssl"]
+        );
+        assert_eq!(wrap(&["a"], " ← ", 0), vec!["a"]);
     }
 
     #[test]
