@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use drover::app::cli::{Cli, Command};
-use drover::app::{build, plumbing, simulate};
+use drover::app::{build, demo, plumbing, simulate};
 use drover::sandbox::helper::HELPER_ARG;
 
 /// The scheduler allocates many small, short-lived objects; mimalloc serves them faster.
@@ -38,15 +38,7 @@ fn run(command: &Command) -> anyhow::Result<u8> {
         return Ok(0);
     }
     match command {
-        Command::Demo => {
-            println!(
-                "drover demo: the embedded demo workload (about 40 goals built live in the \
-                 terminal UI) arrives with the front-ends issue.\n\
-                 Today drover offers the format plumbing and `drover simulate`; see \
-                 `drover --help`."
-            );
-            Ok(0)
-        }
+        Command::Demo(args) => Ok(demo::demo(args)?),
         Command::Simulate(args) => Ok(simulate::simulate(args)?),
         Command::Build(args) => Ok(build::build(args)?),
         _ => unreachable!("plumbing::run handles every other command"),

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{build, plumbing, simulate};
+use super::{build, demo, plumbing, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,8 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Build derivations (like `nix-build` / `nix-store --realise`).
     Build(build::BuildArgs),
-    /// Build the embedded demo workload in the terminal UI.
-    Demo,
+    /// Watch the embedded demo workload (simulated builds) in the terminal UI.
+    Demo(demo::DemoArgs),
     /// Run the real scheduler on simulated builds (virtual time), printing what happens.
     Simulate(simulate::SimulateArgs),
     /// Print the hash of the NAR serialisation of a path (like `nix-hash --type sha256 PATH`).

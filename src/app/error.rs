@@ -27,6 +27,11 @@ pub enum AppError {
     },
     #[error("writing to standard output: {0}")]
     Stdout(io::Error),
+    #[error("terminal: {action}: {source}")]
+    Terminal {
+        action: &'static str,
+        source: io::Error,
+    },
     #[error("plan '{}': {message}", path.display())]
     Plan { path: PathBuf, message: String },
     #[error(transparent)]

@@ -3,10 +3,12 @@
 pub mod alloc;
 pub mod build;
 pub mod cli;
+pub mod demo;
 pub mod error;
 pub mod json;
 pub mod plain;
 pub mod plumbing;
 pub mod simulate;
+pub mod tui;
 
 pub use error::AppError;

@@ -1,22 +1,26 @@
-//! `drover simulate`: the real scheduler on simulated builds, with plain or JSON output; for
-//! teaching and for benchmarks. Virtual time runs as fast as the CPU allows, or `--speed`
-//! times faster than real time.
+//! `drover simulate`: the real scheduler on simulated builds, in the terminal UI or with plain
+//! or JSON output; for teaching and for benchmarks. Virtual time runs as fast as the CPU
+//! allows, or `--speed` times faster than real time (in the TUI: real time by default, so
+//! there is something to watch).
 
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
 use crate::app::AppError;
 use crate::app::plain::PlainPrinter;
+use crate::app::tui::{self, MemoryLogs, TuiOptions};
 use crate::engine::api::BuildMode;
-use crate::engine::driver::{self, Delivery, DriverOptions};
+use crate::engine::driver::{self, Delivery, DriverOptions, Link};
 use crate::engine::scheduler::{Scheduler, Settings};
-use crate::engine::sim::{self, Dag, Plan, Shape, SimExecutor, SimModel, World};
+use crate::engine::sim::{self, Dag, Plan, Shape, SimExecutor, SimHistory, SimModel, World};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// The terminal UI (the default when standard output is a terminal).
+    Tui,
     /// Lines like nix-build's.
     Plain,
     /// drover's events, one JSON object per line.
@@ -40,15 +44,16 @@ pub struct SimulateArgs {
     /// Seed of the random graph and behaviour.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Play virtual time this many times faster than real time (default: as fast as possible).
+    /// Play virtual time this many times faster than real time (default: as fast as
+    /// possible; in the TUI, 1).
     #[arg(long)]
     pub speed: Option<f64>,
     /// Keep going after a failure.
     #[arg(long, short = 'k')]
     pub keep_going: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
-    pub log_format: LogFormat,
+    /// Output format (default: tui on a terminal, plain otherwise).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// A JSON plan of named derivations instead of a generated graph.
     #[arg(long)]
     pub plan: Option<PathBuf>,
@@ -112,6 +117,14 @@ impl SimulateArgs {
         })
     }
 
+    fn mode(&self) -> BuildMode {
+        if self.check {
+            BuildMode::Check
+        } else {
+            BuildMode::Normal
+        }
+    }
+
     fn settings(&self) -> Settings {
         let substituters = if self.cached > 0.0 {
             vec!["https://cache.sim".to_owned()]
@@ -131,22 +144,83 @@ impl SimulateArgs {
     }
 }
 
-/// Runs the simulation, printing to stdout; returns the run's exit status.
+/// The output format: the one asked for, else the TUI on a terminal and plain lines otherwise.
+pub fn log_format(asked: Option<LogFormat>) -> LogFormat {
+    asked.unwrap_or(if tui::is_terminal() {
+        LogFormat::Tui
+    } else {
+        LogFormat::Plain
+    })
+}
+
+/// Runs the simulation, in the TUI or printing to stdout; returns the run's exit status.
 pub fn simulate(args: &SimulateArgs) -> Result<u8, AppError> {
     let world = Arc::new(args.world()?);
+    match log_format(args.log_format) {
+        LogFormat::Tui => {
+            let mut options = TuiOptions::new("drover simulate", args.jobs, args.keep_going);
+            options.history = Arc::new(SimHistory::new(&world));
+            options.logs = Arc::new(MemoryLogs::new(options.limits.per_goal));
+            let speed = args.speed.unwrap_or(1.0);
+            options.clock_rate = Some(speed);
+            run_in_tui(world, args.settings(), args.mode(), Some(speed), options)
+        }
+        format => print_world(world, args.settings(), args.mode(), args.speed, format),
+    }
+}
+
+/// Runs a simulated world with the TUI on its own thread, the driver on this one; the run
+/// lingers (a retry may reopen it) until the TUI is left.
+pub fn run_in_tui(
+    world: Arc<World>,
+    settings: Settings,
+    mode: BuildMode,
+    speed: Option<f64>,
+    options: TuiOptions,
+) -> Result<u8, AppError> {
     let targets = sim::targets(&world);
-    let executor = SimExecutor::new(world).with_speed(args.speed);
-    let scheduler = Scheduler::new(args.settings());
-    let mode = if args.check {
-        BuildMode::Check
-    } else {
-        BuildMode::Normal
+    let executor = SimExecutor::new(world).with_speed(speed);
+    let scheduler = Scheduler::new(settings);
+    let runtime = runtime()?;
+    let driver_options = DriverOptions {
+        linger: true,
+        ..DriverOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let (driver, handle) = driver::driver(scheduler, executor, driver_options);
+    let link = Link::new(handle, Delivery::Lossy { capacity: 1 << 16 });
+    let screen = std::thread::Builder::new()
+        .name("tui".into())
+        .spawn(move || tui::run(link, options))
+        .map_err(|e| AppError::io("starting", Path::new("the TUI thread"), e))?;
+    let outcome = runtime.block_on(driver.run(&targets, mode));
+    let shown = screen
+        .join()
+        .map_err(|_| AppError::Usage("the TUI thread panicked".into()))?;
+    shown?;
+    std::mem::forget(outcome.scheduler);
+    std::mem::forget(outcome.executor);
+    Ok(outcome.exit_status)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .map_err(|e| AppError::io("starting", std::path::Path::new("the runtime"), e))?;
-    let format = args.log_format;
+        .map_err(|e| AppError::io("starting", Path::new("the runtime"), e))
+}
+
+/// Runs a simulated world printing plain lines or JSON to stdout.
+pub fn print_world(
+    world: Arc<World>,
+    settings: Settings,
+    mode: BuildMode,
+    speed: Option<f64>,
+    format: LogFormat,
+) -> Result<u8, AppError> {
+    let targets = sim::targets(&world);
+    let executor = SimExecutor::new(world).with_speed(speed);
+    let scheduler = Scheduler::new(settings);
+    let runtime = runtime()?;
     runtime.block_on(async move {
         let (driver, handle) = driver::driver(scheduler, executor, DriverOptions::default());
         let mut events = handle.subscribe(Delivery::Lossless { capacity: 1 << 16 });
@@ -157,7 +231,7 @@ pub fn simulate(args: &SimulateArgs) -> Result<u8, AppError> {
             while let Some(batch) = events.recv().await {
                 for e in batch.iter() {
                     match format {
-                        LogFormat::Plain => plain.event(e, &mut out)?,
+                        LogFormat::Plain | LogFormat::Tui => plain.event(e, &mut out)?,
                         LogFormat::Json => crate::app::json::write_event(e, &mut out)?,
                     }
                 }

@@ -414,6 +414,40 @@ pub enum Command {
     },
 }
 
+/// Events published together (the driver's unit of fan-out), shared by every subscriber.
+pub type Batch = std::sync::Arc<Vec<Event>>;
+
+/// A front-end's end of a live run: events in, commands out. The driver's handle implements
+/// it (`engine::driver::Link`); a replay or a monitor can too. The TUI needs nothing else.
+pub trait RunLink: Send + 'static {
+    /// The next batch of events; `None` once the run's stream has ended.
+    fn next_batch(&mut self) -> impl std::future::Future<Output = Option<Batch>> + Send;
+    /// A batch if one is queued, without waiting.
+    fn try_next_batch(&mut self) -> Option<Batch>;
+    /// Events this subscriber lost because it fell behind (a lossy subscription).
+    fn dropped(&self) -> u64;
+    /// Sends a command; false if nobody takes commands any more.
+    fn send(&self, command: Command) -> bool;
+}
+
+/// Build-time history, for ETAs: how long a derivation of a given name is expected to take.
+/// The store's `drover.sqlite` answers with the median of the last builds of that name; a
+/// simulation answers from its model.
+pub trait BuildHistory: Send + Sync {
+    /// Expected build time of a derivation called `name`, in milliseconds.
+    fn expected_ms(&self, name: &str) -> Option<u64>;
+}
+
+/// No history at all.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHistory;
+
+impl BuildHistory for NoHistory {
+    fn expected_ms(&self, _name: &str) -> Option<u64> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::engine::api::{BuildMode, Command, Event, Time};
+use crate::engine::api::{BuildMode, Command, Event, RunLink, Time};
 use crate::engine::scheduler::{Effect, Input, Scheduler, StoreView, Target};
 
 /// What carries out effects. Answers that are known at once (a lock attempt) go to
@@ -92,6 +92,40 @@ impl DriverHandle {
 
     pub fn subscribe(&self, delivery: Delivery) -> EventStream {
         self.bus.subscribe(delivery)
+    }
+}
+
+/// A handle with its own subscription: what an interactive front-end (the TUI) is given, as
+/// an [`RunLink`] that knows nothing of the driver.
+#[derive(Debug)]
+pub struct Link {
+    handle: DriverHandle,
+    events: EventStream,
+}
+
+impl Link {
+    /// Subscribes to `handle`'s events (before the run starts, to see them all).
+    pub fn new(handle: DriverHandle, delivery: Delivery) -> Link {
+        let events = handle.subscribe(delivery);
+        Link { handle, events }
+    }
+}
+
+impl RunLink for Link {
+    async fn next_batch(&mut self) -> Option<Batch> {
+        self.events.recv().await
+    }
+
+    fn try_next_batch(&mut self) -> Option<Batch> {
+        self.events.try_recv()
+    }
+
+    fn dropped(&self) -> u64 {
+        self.events.dropped()
+    }
+
+    fn send(&self, command: Command) -> bool {
+        self.handle.send(command)
     }
 }
 

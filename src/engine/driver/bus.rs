@@ -10,10 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::engine::api::Event;
-
-/// Events published together, shared by all subscribers.
-pub type Batch = Arc<Vec<Event>>;
+pub use crate::engine::api::Batch;
 
 /// How a subscriber wants its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +181,7 @@ impl Drop for EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::api::{EventKind, Time};
+    use crate::engine::api::{Event, EventKind, Time};
 
     fn batch(from: u64, n: u64) -> Batch {
         Arc::new(

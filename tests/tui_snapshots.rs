@@ -1,0 +1,293 @@
+//! Whole frames of the TUI, drawn with ratatui's `TestBackend` from a simulated run on the
+//! virtual clock (seeded, so every frame is the same each time), compared with `insta`
+//! snapshots in tests/snapshots/. Durations and store hashes are redacted (digits become
+//! `#`), so the snapshots hold the layout and the words, not the simulator's timings.
+
+use std::sync::Arc;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use drover::app::tui::{self, LogSource, MemoryLogs, TuiOptions, Ui};
+use drover::engine::api::{Command, Event, EventKind, GoalId, Time};
+use drover::engine::scheduler::{Scheduler, Settings};
+use drover::engine::sim::{self, Observer, Plan, SimExecutor, SimHistory, SimModel, World};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+/// A small workload: an app on four libraries and a tool; `zlib`'s lock is held by another
+/// process for a while; `libfoo` fails on its first attempt (a retry builds it).
+const PLAN: &str = r#"{
+  "nodes": [
+    {"name": "zlib-1.3.1", "duration_ms": 3000, "lock_held_ms": 20000,
+     "log": ["configuring", "  CC adler32.o", "  CC deflate.o", "installing"]},
+    {"name": "xz-5.4.6", "duration_ms": 5000, "log": ["configuring", "  CC lzma.o", "installing"]},
+    {"name": "ncurses-6.4", "duration_ms": 7000, "log": ["configuring", "  CC tty.o", "installing"]},
+    {"name": "libfoo-1.2", "duration_ms": 6000, "fail_attempts": [1],
+     "log": ["configuring", "  CC foo.o", "foo.c:12: error: 'bar' undeclared", "make: *** [foo.o] Error 1"]},
+    {"name": "bzip2-1.0.8", "duration_ms": 4000, "log": ["  CC blocksort.o", "  CC huffman.o", "installing"]},
+    {"name": "gmp-6.3.0", "duration_ms": 3000, "log": ["configuring", "  CC mpn/add.o", "installing"]},
+    {"name": "perl-5.38.2", "duration_ms": 6000, "deps": ["zlib-1.3.1"],
+     "log": ["Configure -des", "  CC perl.o", "installing"]},
+    {"name": "openssl-3.0.13", "duration_ms": 8000, "deps": ["perl-5.38.2", "zlib-1.3.1"],
+     "log": ["Configure linux-x86_64", "  CC crypto/aes.o", "  CC ssl/ssl_lib.o", "installing"]},
+    {"name": "libbar-0.9", "duration_ms": 3000, "deps": ["libfoo-1.2", "xz-5.4.6"],
+     "log": ["configuring", "  CC bar.o", "installing"]},
+    {"name": "readline-8.2", "duration_ms": 2000, "deps": ["ncurses-6.4"],
+     "log": ["configuring", "installing"]},
+    {"name": "python3-3.11.8", "duration_ms": 9000, "deps": ["openssl-3.0.13", "readline-8.2", "xz-5.4.6", "bzip2-1.0.8", "gmp-6.3.0"],
+     "log": ["configuring", "  CC Python/ceval.o", "  CC Modules/_ssl.o", "installing"]},
+    {"name": "gettext-0.22", "duration_ms": 5000, "log": ["configuring", "  CC msgfmt.o", "installing"]},
+    {"name": "app-2.0", "duration_ms": 2000, "deps": ["zlib-1.3.1", "python3-3.11.8", "libbar-0.9"],
+     "log": ["building app", "installing"]},
+    {"name": "docs-2.0", "duration_ms": 1000, "deps": ["python3-3.11.8", "gettext-0.22"],
+     "log": ["sphinx-build", "installing"]}
+  ],
+  "targets": ["app-2.0", "docs-2.0"]
+}"#;
+
+const WIDTH: u16 = 100;
+const HEIGHT: u16 = 30;
+
+struct Collect(Vec<Event>);
+
+impl Observer for Collect {
+    fn events(&mut self, events: &[Event]) {
+        self.0.extend_from_slice(events);
+    }
+}
+
+fn world() -> Arc<World> {
+    let plan: Plan = serde_json::from_str(PLAN).unwrap();
+    Arc::new(World::planned(&plan, SimModel::default()).unwrap())
+}
+
+fn settings() -> Settings {
+    Settings {
+        max_jobs: 3,
+        keep_going: true,
+        use_substitutes: false,
+        ..Settings::default()
+    }
+}
+
+/// Every event of the run, with `commands` delivered at their virtual times.
+fn run(commands: &[(Time, Command)]) -> Vec<Event> {
+    let world = world();
+    let mut exec = SimExecutor::new(world);
+    let mut scheduler = Scheduler::new(settings());
+    let mut seen = Collect(Vec::new());
+    sim::run_sync(
+        &mut scheduler,
+        &mut exec,
+        drover::engine::api::BuildMode::Normal,
+        commands,
+        &mut seen,
+    );
+    seen.0
+}
+
+fn goal(events: &[Event], name: &str) -> GoalId {
+    events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::GoalAdded { goal, name: n, .. } if n == name => Some(*goal),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no goal {name}"))
+}
+
+/// When the `k`-th (0-based) `RunDone` came.
+fn run_done(events: &[Event], k: usize) -> Time {
+    events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::RunDone { .. }))
+        .nth(k)
+        .unwrap_or_else(|| panic!("fewer than {} RunDone events", k + 1))
+        .time
+}
+
+/// The screen after the events up to `t`, with their logs kept for finished goals.
+struct Screen {
+    ui: Ui,
+    logs: MemoryLogs,
+    now: Time,
+}
+
+impl Screen {
+    fn at(events: &[Event], t: Time) -> Screen {
+        let world = world();
+        let mut options = TuiOptions::new("drover", settings().max_jobs, settings().keep_going);
+        options.history = Arc::new(SimHistory::new(&world));
+        options.color = false;
+        let mut ui = tui::new_ui(&options);
+        let upto: Vec<Event> = events.iter().filter(|e| e.time <= t).cloned().collect();
+        let logs = MemoryLogs::new(1000);
+        logs.record(&upto);
+        ui.view.apply_all(&upto);
+        Screen { ui, logs, now: t }
+    }
+
+    fn key(&mut self, code: KeyCode) -> Vec<Command> {
+        let m = match code {
+            KeyCode::Char(c) if c.is_ascii_uppercase() => KeyModifiers::SHIFT,
+            _ => KeyModifiers::NONE,
+        };
+        // As the loop does: a frame first, so the panes' areas are known.
+        self.draw(WIDTH, HEIGHT);
+        self.ui.on_key(&KeyEvent::new(code, m))
+    }
+
+    fn keys(&mut self, text: &str) {
+        for c in text.chars() {
+            self.key(KeyCode::Char(c));
+        }
+    }
+
+    fn select(&mut self, name: &str) {
+        let g = self
+            .ui
+            .view
+            .goals
+            .iter()
+            .position(|g| &*g.name == name)
+            .unwrap_or_else(|| panic!("no goal {name}"));
+        self.ui.selected = Some(g as u32);
+    }
+
+    fn draw(&mut self, width: u16, height: u16) -> String {
+        self.ui.load_wanted_log(&self.logs);
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        let now = self.now;
+        terminal
+            .draw(|f| tui::render(&mut self.ui, now, f))
+            .unwrap();
+        redact(&terminal.backend().to_string())
+    }
+}
+
+/// Durations (`1:02`, `0:41`, `1:02:03`, `5s`, `2m05s`, `1h02m`) and 32-character store
+/// hashes, with their digits (or characters) replaced, so the width stays.
+fn redact(text: &str) -> String {
+    let durations =
+        regex::Regex::new(r"\b\d+(:\d\d){1,2}\b|\b\d+h\d\dm\b|\b\d+m\d\ds\b|\b\d+s\b").unwrap();
+    let hashes = regex::Regex::new(r"\b[0-9a-df-np-sv-z]{32}\b").unwrap();
+    let text = durations.replace_all(text, |c: &regex::Captures| {
+        c[0].replace(|ch: char| ch.is_ascii_digit(), "#")
+    });
+    hashes
+        .replace_all(&text, |c: &regex::Captures| "*".repeat(c[0].len()))
+        .into_owned()
+}
+
+#[test]
+fn redaction_keeps_the_layout() {
+    assert_eq!(
+        redact("0:41 ∅1:02:03 retry in 5s, 2m05s pid 1004 3/4"),
+        "#:## ∅#:##:## retry in #s, #m##s pid 1004 3/4"
+    );
+    assert_eq!(
+        redact("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x"),
+        "/nix/store/********************************-x"
+    );
+}
+
+#[test]
+fn snapshot_start() {
+    let events = run(&[]);
+    let mut s = Screen::at(&events, Time::ZERO);
+    assert!(s.ui.view.is_running());
+    insta::assert_snapshot!("start_80x24", s.draw(80, 24));
+}
+
+#[test]
+fn snapshot_mid_run_with_slots_full_and_a_lock_wait() {
+    let events = run(&[]);
+    let mut s = Screen::at(&events, Time::from_millis(2500));
+    let v = &s.ui.view;
+    assert_eq!(v.count(tui::Category::Building), 3, "every slot is busy");
+    assert_eq!(v.lock_waits.len(), 1, "zlib waits for its lock");
+    let frame = s.draw(WIDTH, HEIGHT);
+    assert!(
+        frame.contains("pid 4242"),
+        "the lock holder shows:\n{frame}"
+    );
+    insta::assert_snapshot!("mid_run", frame);
+}
+
+#[test]
+fn snapshot_failure_with_keep_going() {
+    let events = run(&[]);
+    let mut s = Screen::at(&events, Time::from_millis(9500));
+    let v = &s.ui.view;
+    assert!(v.is_running() && v.count(tui::Category::Failed) == 1);
+    s.select("libfoo-1.2");
+    s.key(KeyCode::Enter);
+    let frame = s.draw(WIDTH, HEIGHT);
+    assert!(frame.contains("'bar' undeclared"), "its stored log shows");
+    insta::assert_snapshot!("failure_keep_going", frame);
+}
+
+#[test]
+fn snapshot_end_summary_stays_until_q() {
+    let events = run(&[]);
+    let end = run_done(&events, 0);
+    let mut s = Screen::at(&events, end);
+    let frame = s.draw(WIDTH, HEIGHT);
+    assert!(frame.contains("1 root cause"), "{frame}");
+    insta::assert_snapshot!("end_summary", frame);
+    assert!(s.key(KeyCode::Char('k')).len() == 1 && !s.ui.should_exit());
+    s.key(KeyCode::Char('q'));
+    assert!(s.ui.should_exit(), "q leaves once the run is over");
+}
+
+#[test]
+fn snapshot_after_retry() {
+    let first = run(&[]);
+    let end = run_done(&first, 0);
+    let libfoo = goal(&first, "libfoo-1.2");
+    // The key sends the command; the simulation delivers it a second after the run ended.
+    let mut s = Screen::at(&first, end);
+    s.select("libfoo-1.2");
+    let sent = s.key(KeyCode::Char('r'));
+    assert_eq!(sent, vec![Command::Retry { goal: libfoo }]);
+    let retry_at = end.plus_millis(1000);
+    let events = run(&[(retry_at, sent[0].clone())]);
+    let mut s = Screen::at(&events, retry_at.plus_millis(2000));
+    assert!(s.ui.view.is_running(), "the retry reopened the run");
+    insta::assert_snapshot!("after_retry_running", s.draw(WIDTH, HEIGHT));
+    let end = run_done(&events, 1);
+    let mut s = Screen::at(&events, end);
+    let frame = s.draw(WIDTH, HEIGHT);
+    assert!(frame.contains("exit 0 (success)"), "{frame}");
+    insta::assert_snapshot!("after_retry_done", frame);
+}
+
+#[test]
+fn snapshot_help_overlay() {
+    let events = run(&[]);
+    let mut s = Screen::at(&events, Time::from_millis(2500));
+    s.key(KeyCode::Char('?'));
+    insta::assert_snapshot!("help", s.draw(WIDTH, HEIGHT));
+}
+
+#[test]
+fn snapshot_narrow_terminal() {
+    let events = run(&[]);
+    let mut s = Screen::at(&events, Time::from_millis(2500));
+    let frame = s.draw(60, 20);
+    assert!(frame.contains("needs 80x24"), "{frame}");
+    insta::assert_snapshot!("narrow", frame);
+}
+
+#[test]
+fn snapshot_search_and_filter() {
+    let events = run(&[]);
+    let mut s = Screen::at(&events, Time::from_millis(9500));
+    s.key(KeyCode::Char('/'));
+    s.keys("lib");
+    s.key(KeyCode::Enter);
+    insta::assert_snapshot!("search", s.draw(WIDTH, HEIGHT));
+    s.key(KeyCode::Esc);
+    s.key(KeyCode::Char('f'));
+    s.key(KeyCode::Char('f'));
+    insta::assert_snapshot!("filter_failed", s.draw(WIDTH, HEIGHT));
+}

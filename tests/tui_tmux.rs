@@ -1,0 +1,205 @@
+//! The TUI in a real terminal: tmux runs `drover simulate` in a detached session of a fixed
+//! size, `send-keys` presses keys, `capture-pane` shows what the screen shows. Every wait polls
+//! the screen until a deadline, so the test is as fast as the program.
+//!
+//! Without tmux the test is skipped (loudly), except under `CI=true`, where it fails.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// One build that runs long enough to be cancelled, under the goal the user asked for.
+const PLAN: &str = r#"{
+  "nodes": [
+    {"name": "slow-2.0", "duration_ms": 60000,
+     "log": ["configuring", "compiling a lot", "still compiling", "installing"]},
+    {"name": "hello-1.0", "duration_ms": 2000, "deps": ["slow-2.0"], "log": ["building hello"]}
+  ]
+}"#;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn have_tmux() -> bool {
+    let found = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "tmux is required when CI=true: apt-get install -y tmux"
+        );
+        eprintln!("skipped: tmux not found (apt-get install -y tmux)");
+    }
+    found
+}
+
+/// A tmux server of our own (its own socket), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux {
+            socket: format!("drover-tui-test-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("running tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "tui"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "tui"]).stdout).into()
+    }
+
+    /// Polls the screen until `what` holds; the screen then.
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if ok(&screen) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {what}; the screen:\n{screen}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// `#{pane_dead} #{pane_dead_status}` of the session's pane.
+    fn pane_status(&self) -> String {
+        let out = self.run(&[
+            "list-panes",
+            "-t",
+            "tui",
+            "-F",
+            "#{pane_dead} #{pane_dead_status}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The line of the goal graph pane (left half) that shows `name`.
+fn graph_line<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
+    screen
+        .lines()
+        .filter_map(|l| l.split("││").next())
+        .find(|l| l.contains(name))
+}
+
+#[test]
+fn keys_cancel_retry_keep_going_and_quit_in_a_real_terminal() {
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, PLAN).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_drover"));
+    let command = format!(
+        "{} simulate --plan {} -j 2 --speed 20",
+        bin.display(),
+        plan.display()
+    );
+    let tmux = Tmux::new();
+    tmux.run(&[
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    tmux.run(&["set-option", "-t", "tui", "remain-on-exit", "on"]);
+
+    // The TUI is the default on a terminal; slow-2.0 builds.
+    let screen = tmux.wait_for("slow-2.0 to build", |s| {
+        s.contains("keep-going off") && graph_line(s, "slow-2.0").is_some_and(|l| l.contains("⏵"))
+    });
+    assert!(screen.contains("Build slots"), "{screen}");
+
+    // q while running asks; n keeps going.
+    tmux.keys(&["q"]);
+    tmux.wait_for("the quit question", |s| {
+        s.contains("stop them and quit? y/n")
+    });
+    tmux.keys(&["n"]);
+    tmux.wait_for("the question to go", |s| !s.contains("y/n"));
+
+    // k flips keep-going.
+    tmux.keys(&["k"]);
+    tmux.wait_for("keep-going on", |s| s.contains("keep-going ON"));
+
+    // Select slow-2.0 by searching, cancel it: asked first, then cancelled.
+    tmux.keys(&["/", "slow", "Enter", "c"]);
+    tmux.wait_for("the cancel question", |s| {
+        s.contains("Cancel slow-2.0 (kills its builder)? y/n")
+    });
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("slow-2.0 cancelled and the run over", |s| {
+        graph_line(s, "slow-2.0").is_some_and(|l| l.contains("cancelled")) && s.contains("Summary")
+    });
+    assert!(
+        graph_line(&screen, "hello-1.0").is_some_and(|l| l.contains("dependency failed")),
+        "{screen}"
+    );
+
+    // r retries it: it builds again, then hello, and the run succeeds.
+    tmux.keys(&["r"]);
+    tmux.wait_for("slow-2.0 building again", |s| {
+        graph_line(s, "slow-2.0").is_some_and(|l| l.contains("⏵"))
+    });
+    let screen = tmux.wait_for("the run to succeed", |s| s.contains("exit 0 (success)"));
+    assert!(
+        graph_line(&screen, "slow-2.0").is_some_and(|l| l.contains("built")),
+        "{screen}"
+    );
+    assert!(screen.contains("✔ 2"), "{screen}");
+
+    // q leaves at once now, with the run's exit status.
+    tmux.keys(&["q"]);
+    let start = Instant::now();
+    while tmux.pane_status() != "1 0" {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "drover did not exit 0: {}\n{}",
+            tmux.pane_status(),
+            tmux.screen()
+        );
+        std::thread::yield_now();
+    }
+}
