@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{plumbing, simulate};
+use super::{instantiate, plumbing, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +24,9 @@ pub enum Command {
     Demo,
     /// Run the real scheduler on simulated builds (virtual time), printing what happens.
     Simulate(simulate::SimulateArgs),
+    /// Write the derivations of a plan file into the store and print their paths (like
+    /// nix-instantiate).
+    Instantiate(instantiate::InstantiateArgs),
     /// Print the hash of the NAR serialisation of a path (like `nix-hash --type sha256 PATH`).
     HashPath(plumbing::nar::HashArgs),
     /// Print the hash of a regular file's contents (like `nix-hash --flat`).

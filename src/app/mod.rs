@@ -3,6 +3,7 @@
 pub mod alloc;
 pub mod cli;
 pub mod error;
+pub mod instantiate;
 pub mod json;
 pub mod plain;
 pub mod plumbing;

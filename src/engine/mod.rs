@@ -3,6 +3,7 @@
 pub mod api;
 pub mod driver;
 pub mod format;
+pub mod plan;
 pub mod scheduler;
 pub mod sim;
 pub mod store;
