@@ -56,14 +56,21 @@ pub struct InstantiateArgs {
     pub plan: PathBuf,
 }
 
-/// Writes the derivations and prints the requested `.drv` paths, one a line, in plan order.
+/// Writes the derivations and prints the requested `.drv` paths, one a line, in plan order;
+/// like nix-instantiate, `!<output>` follows when a derivation's first output is not `out`.
 pub fn instantiate(args: &InstantiateArgs) -> Result<(), AppError> {
     let plan = Plan::load(&args.plan)?;
     let store = args.store.open()?;
     let inst = plan.instantiate_in_store(&store, args.attr.as_deref())?;
     let mut out = std::io::stdout().lock();
     for t in &inst.targets {
-        writeln!(out, "{}", store.print(t)).map_err(AppError::Stdout)?;
+        let path = store.print(&t.drv_path);
+        if t.output == "out" {
+            writeln!(out, "{path}")
+        } else {
+            writeln!(out, "{path}!{}", t.output)
+        }
+        .map_err(AppError::Stdout)?;
     }
     Ok(())
 }

@@ -56,7 +56,7 @@ pub struct PlanError(Box<PlanErrorInfo>);
 
 /// The details of a [`PlanError`].
 #[derive(Debug, Error)]
-#[error("{}:{line}: {}{kind}", file.display(), Self::context(drv, key))]
+#[error("{}{}: {}{kind}", file.display(), Self::at_line(*line), Self::context(drv, key))]
 pub struct PlanErrorInfo {
     pub file: PathBuf,
     /// 1-based line of the offending key or value (0 when no line applies).
@@ -95,6 +95,14 @@ impl PlanError {
 }
 
 impl PlanErrorInfo {
+    fn at_line(line: usize) -> String {
+        if line == 0 {
+            String::new()
+        } else {
+            format!(":{line}")
+        }
+    }
+
     fn context(drv: &Option<String>, key: &Option<String>) -> String {
         match (drv, key) {
             (Some(d), Some(k)) => format!("drv '{d}', key '{k}': "),
@@ -563,8 +571,16 @@ pub struct Instantiated {
 pub struct Instantiation {
     /// Every derivation needed, each after its inputs.
     pub derivations: Vec<Instantiated>,
-    /// The requested derivations' `.drv` paths, in plan order.
-    pub targets: Vec<StorePath>,
+    /// The requested derivations, in plan order.
+    pub targets: Vec<Target>,
+}
+
+/// A requested derivation: what `${name}` means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub drv_path: StorePath,
+    /// Its first output, the one `${name}` stands for.
+    pub output: String,
 }
 
 /// What an instantiated derivation offers its dependents.
@@ -743,11 +759,11 @@ impl Plan {
         let targets = roots
             .iter()
             .map(|&r| {
-                inst.done[r]
-                    .as_ref()
-                    .expect("instantiated")
-                    .drv_path
-                    .clone()
+                let done = inst.done[r].as_ref().expect("instantiated");
+                Target {
+                    drv_path: done.drv_path.clone(),
+                    output: done.outputs[0].0.clone(),
+                }
             })
             .collect();
         Ok(Instantiation {
@@ -1314,7 +1330,8 @@ env = { lib = "${lib-1.2}" }
         .unwrap();
         assert_eq!(i.derivations.len(), 2);
         let (lib, app) = (&i.derivations[0], &i.derivations[1]);
-        assert_eq!(i.targets, std::slice::from_ref(&app.drv_path));
+        assert_eq!(i.targets[0].drv_path, app.drv_path);
+        assert_eq!(i.targets[0].output, "out");
         let dev = store().display(lib.drv.outputs["dev"].path().unwrap());
         assert_eq!(env(&i, "app", "lib"), dev);
         assert!(env(&i, "app", "builder").ends_with("-lib-1.2/bin/sh"));
@@ -1418,7 +1435,7 @@ outputHashMode = "flat"
         let e = instantiate("[drv.a]\nbuilder = \"/bin/sh\"\n", Some("b")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "/plans/plan.toml:0: attribute 'b' not found in the plan"
+            "/plans/plan.toml: attribute 'b' not found in the plan"
         );
         let e = error("[drv.\"x.drv\"]\nbuilder = \"/bin/sh\"\n");
         assert!(e.to_string().contains("not allowed to end in '.drv'"));
