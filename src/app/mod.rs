@@ -5,6 +5,7 @@ pub mod cli;
 pub mod error;
 pub mod instantiate;
 pub mod json;
+pub mod nix_json;
 pub mod plain;
 pub mod plumbing;
 pub mod simulate;
