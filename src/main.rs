@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use drover::app::cli::{Cli, Command};
-use drover::app::{instantiate, plumbing, simulate};
+use drover::app::{instantiate, plumbing, replay, simulate};
 
 /// The scheduler allocates many small, short-lived objects; mimalloc serves them faster.
 #[global_allocator]
@@ -41,6 +41,7 @@ fn run(command: &Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Simulate(args) => Ok(simulate::simulate(args)?),
+        Command::Replay(args) => Ok(replay::replay(args)?),
         Command::Instantiate(args) => {
             instantiate::instantiate(args)?;
             Ok(0)

@@ -57,6 +57,8 @@ pub enum AppError {
     Derivation(#[from] DerivationError),
     #[error(transparent)]
     PlanFile(#[from] PlanError),
+    #[error(transparent)]
+    Record(#[from] crate::app::record::RecordError),
 }
 
 impl AppError {

@@ -6,8 +6,11 @@ pub mod error;
 pub mod instantiate;
 pub mod json;
 pub mod nix_json;
+pub mod output;
 pub mod plain;
 pub mod plumbing;
+pub mod record;
+pub mod replay;
 pub mod simulate;
 
 pub use error::AppError;

@@ -2,26 +2,19 @@
 //! teaching and for benchmarks. Virtual time runs as fast as the CPU allows, or `--speed`
 //! times faster than real time.
 
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use crate::app::AppError;
-use crate::app::plain::PlainPrinter;
+pub use crate::app::output::LogFormat;
+use crate::app::output::StdOutput;
+use crate::app::record::Recorder;
 use crate::engine::api::BuildMode;
 use crate::engine::driver::{self, Delivery, DriverOptions};
 use crate::engine::scheduler::{Scheduler, Settings};
 use crate::engine::sim::{self, Dag, Plan, Shape, SimExecutor, SimModel, World};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Lines like nix-build's.
-    Plain,
-    /// drover's events, one JSON object per line.
-    Json,
-}
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -49,6 +42,9 @@ pub struct SimulateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+    /// Also save the event stream to this file, for `drover replay`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
     /// A JSON plan of named derivations instead of a generated graph.
     #[arg(long)]
     pub plan: Option<PathBuf>,
@@ -146,29 +142,32 @@ pub fn simulate(args: &SimulateArgs) -> Result<u8, AppError> {
         .enable_time()
         .build()
         .map_err(|e| AppError::io("starting", std::path::Path::new("the runtime"), e))?;
-    let format = args.log_format;
+    let mut output = StdOutput::stdio(args.log_format);
+    let mut recorder = match &args.record {
+        Some(path) => Some(Recorder::create(path, "simulate")?),
+        None => None,
+    };
     runtime.block_on(async move {
         let (driver, handle) = driver::driver(scheduler, executor, DriverOptions::default());
         let mut events = handle.subscribe(Delivery::Lossless { capacity: 1 << 16 });
         drop(handle);
         let printer = tokio::spawn(async move {
-            let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout());
-            let mut plain = PlainPrinter::new();
             while let Some(batch) = events.recv().await {
                 for e in batch.iter() {
-                    match format {
-                        LogFormat::Plain => plain.event(e, &mut out)?,
-                        LogFormat::Json => crate::app::json::write_event(e, &mut out)?,
+                    output.event(e).map_err(AppError::Stdout)?;
+                    if let Some(r) = &mut recorder {
+                        r.event(e).map_err(AppError::from)?;
                     }
                 }
             }
-            out.flush()
+            output.flush().map_err(AppError::Stdout)?;
+            recorder.map_or(Ok(()), Recorder::finish)?;
+            Ok::<(), AppError>(())
         });
         let outcome = driver.run(&targets, mode).await;
         printer
             .await
-            .map_err(|e| AppError::Usage(format!("output task failed: {e}")))?
-            .map_err(AppError::Stdout)?;
+            .map_err(|e| AppError::Usage(format!("output task failed: {e}")))??;
         // The graph is freed by the process exit, faster than by dropping it.
         std::mem::forget(outcome.scheduler);
         std::mem::forget(outcome.executor);
