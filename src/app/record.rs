@@ -220,8 +220,9 @@ mod tests {
 
     #[test]
     fn other_files_and_versions_are_refused_and_bad_lines_named() {
-        let path = Path::new("x.jsonl");
-        let read = |text: &str| Recording::from_reader(text.as_bytes(), path);
+        fn read(text: &str) -> Result<Recording<&[u8]>, RecordError> {
+            Recording::from_reader(text.as_bytes(), Path::new("x.jsonl"))
+        }
         assert!(matches!(read(""), Err(RecordError::NotARecording { .. })));
         assert!(matches!(
             read("{\"seq\":0}\n"),
