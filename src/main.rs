@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use drover::app::cli::{Cli, Command};
-use drover::app::{instantiate, plumbing, replay, simulate};
+use drover::app::{instantiate, monitor, plumbing, replay, simulate};
 
 /// The scheduler allocates many small, short-lived objects; mimalloc serves them faster.
 #[global_allocator]
@@ -42,6 +42,7 @@ fn run(command: &Command) -> anyhow::Result<u8> {
         }
         Command::Simulate(args) => Ok(simulate::simulate(args)?),
         Command::Replay(args) => Ok(replay::replay(args)?),
+        Command::Monitor(args) => Ok(monitor::monitor(args)?),
         Command::Instantiate(args) => {
             instantiate::instantiate(args)?;
             Ok(0)

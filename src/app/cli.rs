@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{instantiate, plumbing, replay, simulate};
+use super::{instantiate, monitor, plumbing, replay, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +24,8 @@ pub enum Command {
     Demo,
     /// Run the real scheduler on simulated builds (virtual time), printing what happens.
     Simulate(simulate::SimulateArgs),
+    /// Follow a real Nix build: `nix-build --log-format internal-json -v … 2>&1 | drover monitor`.
+    Monitor(monitor::MonitorArgs),
     /// Play a recorded event stream (`--record`) as plain lines or JSON.
     Replay(replay::ReplayArgs),
     /// Write the derivations of a plan file into the store and print their paths (like

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod error;
 pub mod instantiate;
 pub mod json;
+pub mod monitor;
 pub mod nix_json;
 pub mod output;
 pub mod plain;

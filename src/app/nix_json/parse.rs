@@ -125,6 +125,8 @@ pub struct NixJsonParser {
     /// Planned derivations whose goals are added when the listing ends.
     planned: Vec<(String, bool)>,
     progress: Progress,
+    /// Bytes done so far per transfer or copy activity.
+    transfers: FxHashMap<u64, u64>,
     builds_progress_seen: bool,
     substitutions_progress_seen: bool,
     /// Counter values already attributed to stopped activities: builds done and failed,
@@ -267,6 +269,7 @@ impl NixJsonParser {
             listing: None,
             planned: Vec::new(),
             progress: Progress::default(),
+            transfers: FxHashMap::default(),
             builds_progress_seen: false,
             substitutions_progress_seen: false,
             credited: [0; 4],
@@ -275,6 +278,19 @@ impl NixJsonParser {
             exit_mask: 0,
             failed: false,
         }
+    }
+
+    /// A message of the monitor's own (e.g. a malformed line), numbered with the rest.
+    pub fn message(&mut self, level: Level, text: String, now: Time, out: &mut Vec<Event>) {
+        self.emit(
+            now,
+            EventKind::Message {
+                level,
+                text,
+                goal: None,
+            },
+            out,
+        );
     }
 
     /// Lines read so far.
@@ -530,7 +546,7 @@ impl NixJsonParser {
                         && self.goals[g.index()].substitution
                 });
                 if under.is_none() && !text.is_empty() {
-                    self.message(level_of(r.level.unwrap_or(3)), text, None, now, out);
+                    self.note(level_of(r.level.unwrap_or(3)), text, None, now, out);
                 }
                 Act::CopyPath(under)
             }
@@ -541,7 +557,7 @@ impl NixJsonParser {
             }
             _ => {
                 if !text.is_empty() {
-                    self.message(level_of(r.level.unwrap_or(0)), text, None, now, out);
+                    self.note(level_of(r.level.unwrap_or(0)), text, None, now, out);
                 }
                 Act::Other
             }
@@ -683,14 +699,15 @@ impl NixJsonParser {
         } else {
             (None, None)
         };
-        self.message(level, &text, goal, now, out);
+        self.note(level, &text, goal, now, out);
         if let (Some(goal), Some(reason)) = (goal, reason) {
             let state = GoalState::Waiting { reason };
             self.emit(now, EventKind::StateChanged { goal, state }, out);
         }
     }
 
-    fn message(
+    /// A message from the stream, without its colours.
+    fn note(
         &mut self,
         level: Level,
         text: &str,
@@ -703,6 +720,7 @@ impl NixJsonParser {
     }
 
     fn stop(&mut self, id: u64, now: Time, out: &mut Vec<Event>) {
+        self.transfers.remove(&id);
         let (g, substitution) = match self.acts.remove(&id) {
             Some(Act::Build(g)) => (g, false),
             Some(Act::Substitute(g)) => (g, true),
@@ -865,17 +883,17 @@ impl NixJsonParser {
                     self.emit(now, EventKind::PhaseChanged { goal, phase }, out);
                 }
             }
-            (Act::Builds, result::PROGRESS) => {
-                self.builds_progress_seen = true;
-                let c = &mut self.progress.builds;
+            (Act::Builds | Act::CopyPaths, result::PROGRESS) => {
+                let before = self.progress;
+                let c = if act == Act::Builds {
+                    self.builds_progress_seen = true;
+                    &mut self.progress.builds
+                } else {
+                    self.substitutions_progress_seen = true;
+                    &mut self.progress.substitutions
+                };
                 (c.done, c.expected, c.running, c.failed) = (int(0), int(1), int(2), int(3));
-                self.progress_event(now, out);
-            }
-            (Act::CopyPaths, result::PROGRESS) => {
-                self.substitutions_progress_seen = true;
-                let c = &mut self.progress.substitutions;
-                (c.done, c.expected, c.running, c.failed) = (int(0), int(1), int(2), int(3));
-                self.progress_event(now, out);
+                self.progress_event(before, now, out);
             }
             (Act::Realise, result::SET_EXPECTED) => {
                 let before = self.progress;
@@ -884,9 +902,20 @@ impl NixJsonParser {
                     activity::COPY_PATH => self.progress.nar.expected = int(1),
                     _ => {}
                 }
-                if self.progress != before {
-                    self.progress_event(now, out);
+                self.progress_event(before, now, out);
+            }
+            (Act::FileTransfer | Act::CopyPath(_), result::PROGRESS) => {
+                // Bytes of one transfer or copy: the totals move by the difference.
+                let before = self.progress;
+                let last = self.transfers.entry(r.id).or_default();
+                let delta = int(0).saturating_sub(*last);
+                *last = int(0);
+                if act == Act::FileTransfer {
+                    self.progress.download.done += delta;
+                } else {
+                    self.progress.nar.done += delta;
                 }
+                self.progress_event(before, now, out);
             }
             _ => {}
         }
@@ -926,9 +955,12 @@ impl NixJsonParser {
         }
     }
 
-    fn progress_event(&mut self, now: Time, out: &mut Vec<Event>) {
+    /// A `Progress` event when the counters moved since `before`.
+    fn progress_event(&mut self, before: Progress, now: Time, out: &mut Vec<Event>) {
         let progress = self.progress;
-        self.emit(now, EventKind::Progress { progress }, out);
+        if progress != before {
+            self.emit(now, EventKind::Progress { progress }, out);
+        }
     }
 
     fn msg(&mut self, r: &Record, now: Time, out: &mut Vec<Event>) {
@@ -939,11 +971,11 @@ impl NixJsonParser {
             if let Some(path) = text.strip_prefix("  ").filter(|p| p.starts_with('/')) {
                 self.planned.push((path.to_owned(), listing.substitutions));
                 listing.remaining = listing.remaining.saturating_sub(1);
-                if listing.remaining == 0 {
-                    self.listing = None;
+                let complete = listing.remaining == 0;
+                self.note(level, &text, None, now, out);
+                if complete {
                     self.end_listing(now, out);
                 }
-                self.message(level, &text, None, now, out);
                 return;
             }
             self.end_listing(now, out);
@@ -953,7 +985,7 @@ impl NixJsonParser {
                 substitutions,
                 remaining,
             });
-            self.message(level, &text, None, now, out);
+            self.note(level, &text, None, now, out);
             return;
         }
         if level == Level::Error && self.goal_failure(&text, now, out) {

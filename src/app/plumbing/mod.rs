@@ -22,7 +22,11 @@ pub fn run(command: &Command) -> Option<Result<(), AppError>> {
         Command::Verify(args) => store::verify(args),
         Command::Log(args) => store::log(args),
         Command::ImportDrv(args) => store::import_drv(args),
-        Command::Demo | Command::Simulate(_) | Command::Instantiate(_) | Command::Replay(_) => {
+        Command::Demo
+        | Command::Simulate(_)
+        | Command::Instantiate(_)
+        | Command::Replay(_)
+        | Command::Monitor(_) => {
             return None;
         }
     })
