@@ -18,6 +18,7 @@ use std::io::{self, Write};
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 pub use emit::NixJsonEmitter;
 pub use parse::{DrvInfo, DrvSource, NixJsonParser, ParseError};
@@ -133,8 +134,9 @@ pub struct Record<'a> {
     pub text: Option<Cow<'a, str>>,
     #[serde(default)]
     pub parent: Option<u64>,
+    /// Nix's records have at most four fields: kept inline.
     #[serde(default, borrow)]
-    pub fields: Vec<Field<'a>>,
+    pub fields: SmallVec<[Field<'a>; 4]>,
     #[serde(default, borrow)]
     pub msg: Option<Cow<'a, str>>,
     #[serde(default, borrow)]

@@ -8,7 +8,6 @@
 //! (the text says how), and any other stop was an interruption. Lines that are not `@nix`
 //! records become messages; a malformed record is an error naming its line.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use rustc_hash::FxHashMap;
@@ -115,11 +114,11 @@ pub struct NixJsonParser {
     line_no: u64,
     acts: FxHashMap<u64, Act>,
     goals: Vec<Goal>,
-    by_path: HashMap<String, GoalId>,
+    by_path: FxHashMap<String, GoalId>,
     /// Output path → the derivation goal producing it (from `.drv` files).
-    output_owner: HashMap<String, GoalId>,
+    output_owner: FxHashMap<String, GoalId>,
     /// Input derivation not (yet) a goal → goals that need it.
-    pending_edges: HashMap<String, Vec<GoalId>>,
+    pending_edges: FxHashMap<String, Vec<GoalId>>,
     drvs: Option<Box<dyn DrvSource>>,
     listing: Option<Listing>,
     /// Planned derivations whose goals are added when the listing ends.
@@ -262,9 +261,9 @@ impl NixJsonParser {
             line_no: 0,
             acts: FxHashMap::default(),
             goals: Vec::new(),
-            by_path: HashMap::new(),
-            output_owner: HashMap::new(),
-            pending_edges: HashMap::new(),
+            by_path: FxHashMap::default(),
+            output_owner: FxHashMap::default(),
+            pending_edges: FxHashMap::default(),
             drvs,
             listing: None,
             planned: Vec::new(),
@@ -467,7 +466,7 @@ impl NixJsonParser {
         }
         let planned = std::mem::take(&mut self.planned);
         // A planned derivation that no other planned one needs was asked for (top-level).
-        let mut needed = std::collections::HashSet::new();
+        let mut needed = rustc_hash::FxHashSet::default();
         let mut known = false;
         if let Some(drvs) = self.drvs.as_mut() {
             for (path, subst) in &planned {
