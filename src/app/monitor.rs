@@ -98,7 +98,9 @@ impl DrvSource for StoreDrvs {
 /// The events of a Nix build read from its internal-json stream, as they arrive. Malformed
 /// records become warnings naming their line; the stream's end ends the run.
 pub struct MonitorEvents<R> {
-    lines: io::Lines<R>,
+    input: R,
+    /// The line being read (bytes: a stream may hold invalid UTF-8 outside `@nix` records).
+    line: Vec<u8>,
     parser: NixJsonParser,
     clock: Box<dyn FnMut() -> Time>,
     pending: std::vec::IntoIter<Event>,
@@ -115,7 +117,8 @@ impl<R: BufRead> MonitorEvents<R> {
         clock: Box<dyn FnMut() -> Time>,
     ) -> MonitorEvents<R> {
         MonitorEvents {
-            lines: input.lines(),
+            input,
+            line: Vec::with_capacity(4096),
             parser: NixJsonParser::new(drvs),
             clock,
             pending: Vec::new().into_iter(),
@@ -144,20 +147,23 @@ impl<R: BufRead> Iterator for MonitorEvents<R> {
             }
             let mut buffer = std::mem::take(&mut self.buffer);
             buffer.clear();
-            match self.lines.next() {
-                Some(line) => {
+            self.line.clear();
+            match self.input.read_until(b'\n', &mut self.line) {
+                Ok(n) if n > 0 => {
                     let now = (self.clock)();
-                    let line = match line {
-                        Ok(l) => l,
-                        Err(e) => format!("(unreadable line: {e})"),
-                    };
+                    let bytes = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+                    let line = String::from_utf8_lossy(bytes);
                     if let Err(e) = self.parser.line(&line, now, &mut buffer) {
                         self.parser
                             .message(Level::Warn, e.to_string(), now, &mut buffer);
                     }
                 }
-                None => {
+                end => {
                     let now = (self.clock)();
+                    if let Err(e) = end {
+                        let text = format!("reading the stream: {e}");
+                        self.parser.message(Level::Error, text, now, &mut buffer);
+                    }
                     self.parser.finish(now, &mut buffer);
                     self.done = true;
                 }
@@ -208,15 +214,16 @@ mod tests {
 
     #[test]
     fn the_stream_ends_the_run_and_bad_lines_become_numbered_warnings() {
-        let input = "hello\n@nix {\"action\":\"msg\",\"level\":3,\"msg\":\"hi\"}\n@nix {oops\n";
+        let input: &[u8] =
+            b"hello\n\xffbad\n@nix {\"action\":\"msg\",\"level\":3,\"msg\":\"hi\"}\n@nix {oops";
         let mut t = 0;
         let clock = Box::new(move || {
             t += 5;
             Time(t)
         });
-        let events: Vec<Event> = MonitorEvents::new(input.as_bytes(), None, clock).collect();
+        let events: Vec<Event> = MonitorEvents::new(input, None, clock).collect();
         let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, [0, 1, 2, 3]);
+        assert_eq!(seqs, [0, 1, 2, 3, 4]);
         let texts: Vec<String> = events
             .iter()
             .filter_map(|e| match &e.kind {
