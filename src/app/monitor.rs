@@ -231,11 +231,11 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(texts[..2], ["hello", "hi"]);
+        assert_eq!(texts[..3], ["hello", "\u{fffd}bad", "hi"]);
         assert!(
-            texts[2].starts_with("line 3: malformed @nix record: "),
+            texts[3].starts_with("line 4: malformed @nix record: "),
             "{}",
-            texts[2]
+            texts[3]
         );
         assert_eq!(events[0].time, Time(5));
         assert!(matches!(
