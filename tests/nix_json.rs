@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use drover::app::nix_json::{DrvInfo, DrvSource, NixJsonEmitter, NixJsonParser};
-use drover::engine::api::{BuildMode, BuildStatus, Event, EventKind, GoalKind, Level, Time};
+use drover::engine::api::{
+    BuildMode, BuildStatus, Command, Event, EventKind, GoalKind, Level, Time,
+};
 use drover::engine::scheduler::{Scheduler, Settings};
 use drover::engine::sim::{self, Dag, Observer, Shape, SimExecutor, SimModel, World};
 
@@ -29,6 +31,18 @@ fn simulate(
     settings: Settings,
     mode: BuildMode,
 ) -> Vec<Event> {
+    simulate_with(shape, nodes, model, settings, mode, &[])
+}
+
+/// A simulated run with user commands at given (virtual) times.
+fn simulate_with(
+    shape: Shape,
+    nodes: u32,
+    model: SimModel,
+    settings: Settings,
+    mode: BuildMode,
+    commands: &[(Time, Command)],
+) -> Vec<Event> {
     let world = Arc::new(World::generated(
         Dag::generate(shape, nodes, model.seed),
         model,
@@ -36,7 +50,7 @@ fn simulate(
     let mut exec = SimExecutor::new(world);
     let mut scheduler = Scheduler::new(settings);
     let mut c = Collect(Vec::new());
-    sim::run_sync(&mut scheduler, &mut exec, mode, &[], &mut c);
+    sim::run_sync(&mut scheduler, &mut exec, mode, commands, &mut c);
     c.0
 }
 
@@ -80,7 +94,40 @@ fn scenarios() -> Vec<(&'static str, Vec<Event>)> {
         keep_going: true,
         ..settings(3, true)
     };
+    // A flaky build fails once; a retry after the run ended builds it and what waited.
+    let flaky = SimModel {
+        transient_failures: true,
+        ..model(7, 0.2)
+    };
+    let first = simulate(
+        Shape::Random,
+        25,
+        flaky.clone(),
+        settings(3, true),
+        BuildMode::Normal,
+    );
+    let failed: Vec<(Time, Command)> = first
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::GoalDone {
+                goal,
+                status: BuildStatus::PermanentFailure,
+                ..
+            } => Some((Time(10_000_000), Command::Retry { goal })),
+            _ => None,
+        })
+        .collect();
+    assert!(!failed.is_empty());
+    let retried = simulate_with(
+        Shape::Random,
+        25,
+        flaky,
+        settings(3, true),
+        BuildMode::Normal,
+        &failed,
+    );
     vec![
+        ("retry of flaky builds", retried),
         (
             "random, failures, keep-going",
             simulate(
@@ -310,6 +357,12 @@ fn emitted_streams_parse_back_into_the_same_goals_and_results() {
                 want_messages
                     .iter()
                     .any(|(_, m)| m.starts_with("waiting for lock on"))
+            );
+        }
+        if name == "retry of flaky builds" {
+            assert!(
+                want.values()
+                    .any(|s| s.builds == 2 && s.status == Some(BuildStatus::Built))
             );
         }
         if name == "repeat" {
@@ -603,5 +656,61 @@ fn the_schema_checker_rejects_what_nix_would_not_write() {
         let mut v = nix_json_support::Validator::new(false);
         v.line(start).unwrap();
         assert!(v.line(bad).is_err(), "accepted ({why}): {bad}");
+    }
+}
+
+mod round_trip_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Any simulated run (failures, keep-going or not, substitutions, lock waits,
+        /// timeouts, repeated rounds) survives emit → parse with its goals and results, and
+        /// every emitted line follows the schema.
+        #[test]
+        fn any_run_round_trips(
+            seed in 0u64..10_000,
+            nodes in 1u32..40,
+            shape in prop_oneof![Just(Shape::Random), Just(Shape::Wide), Just(Shape::Chain), Just(Shape::Diamond)],
+            fail_rate in prop_oneof![Just(0.0), 0.0f64..0.4],
+            keep_going: bool,
+            jobs in 1u32..6,
+            cached_rate in prop_oneof![Just(0.0), 0.0f64..0.8],
+            lock_rate in prop_oneof![Just(0.0), 0.0f64..0.5],
+            hang_rate in prop_oneof![Just(0.0), 0.0f64..0.3],
+            repeat in 0u32..2,
+        ) {
+            let model = SimModel {
+                seed,
+                fail_rate,
+                mean_duration_ms: 1500,
+                log_lines: 2,
+                cached_rate,
+                lock_rate,
+                lock_hold_ms: 2000,
+                hang_rate,
+                ..SimModel::default()
+            };
+            let substituters = if cached_rate > 0.0 { vec!["https://cache.sim".to_owned()] } else { Vec::new() };
+            let settings = Settings {
+                max_jobs: jobs,
+                keep_going,
+                use_substitutes: !substituters.is_empty(),
+                substituters,
+                max_silent_time_ms: if hang_rate > 0.0 { 4000 } else { 0 },
+                build_repeat: repeat,
+                ..Settings::default()
+            };
+            let events = simulate(shape, nodes, model, settings, BuildMode::Normal);
+            let text = emit(&events);
+            prop_assert!(validate(&text, false, true).is_ok(), "{:?}", validate(&text, false, true));
+            let (want, want_messages, want_exit) = fold(&events);
+            let (got, got_messages, got_exit) = fold(&parse(&text, None));
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(got_messages, want_messages);
+            prop_assert_eq!(got_exit, want_exit);
+        }
     }
 }

@@ -99,6 +99,8 @@ struct Goal {
     waiters: Vec<GoalId>,
     pending: u32,
     fixed_output: bool,
+    /// When it ended unsuccessfully: Nix's exit-status bits of its failure.
+    exit_bits: Option<u8>,
 }
 
 /// The `these N … will be …:` listing being read.
@@ -133,9 +135,6 @@ pub struct NixJsonParser {
     credited: [u64; 4],
     build_slots: Vec<bool>,
     subst_slots: Vec<bool>,
-    /// Nix's exit-status bits of the failures seen, and whether any was seen.
-    exit_mask: u8,
-    failed: bool,
 }
 
 impl fmt::Debug for NixJsonParser {
@@ -274,8 +273,6 @@ impl NixJsonParser {
             credited: [0; 4],
             build_slots: Vec::new(),
             subst_slots: Vec::new(),
-            exit_mask: 0,
-            failed: false,
         }
     }
 
@@ -346,6 +343,11 @@ impl NixJsonParser {
     /// The end of the stream: what still runs was interrupted; the run is done.
     pub fn finish(&mut self, now: Time, out: &mut Vec<Event>) {
         self.end_listing(now, out);
+        let failed = self.goals.iter().any(|g| g.exit_bits.is_some())
+            || self
+                .goals
+                .iter()
+                .any(|g| matches!(g.phase, Phase::Running { .. } | Phase::Stopped { .. }));
         for i in 0..self.goals.len() {
             let g = GoalId(i as u32);
             let phase = self.goals[i].phase;
@@ -357,18 +359,20 @@ impl NixJsonParser {
                 Phase::Stopped { .. } => {
                     self.finish_goal(g, BuildStatus::MiscFailure, None, now, out);
                 }
-                Phase::Waiting if self.failed => {
+                Phase::Waiting if failed => {
                     self.finish_goal(g, BuildStatus::Cancelled, None, now, out);
                 }
                 Phase::Waiting | Phase::Done { .. } => {}
             }
         }
-        let exit_status = if !self.failed {
-            0
-        } else if self.exit_mask != 0 {
-            self.exit_mask | 0x60
-        } else {
-            1
+        // Nix's exit status: 0, or 100 + the failures' bits, or 1 for failures without bits.
+        let mut failures = self.goals.iter().filter_map(|g| g.exit_bits).peekable();
+        let exit_status = match failures.peek() {
+            None => 0,
+            Some(_) => match failures.fold(0, |m, b| m | b) {
+                0 => 1,
+                mask => mask | 0x60,
+            },
         };
         self.emit(now, EventKind::RunDone { exit_status }, out);
     }
@@ -395,6 +399,7 @@ impl NixJsonParser {
             waiters: Vec::new(),
             pending: 0,
             fixed_output: false,
+            exit_bits: None,
         });
         self.by_path.insert(path.to_owned(), g);
         let kind = if substitution {
@@ -811,24 +816,21 @@ impl NixJsonParser {
         goal.phase = Phase::Done { success };
         let times_built = if goal.substitution { 0 } else { goal.rounds };
         let waiters = goal.waiters.clone();
-        if !success && status != BuildStatus::Cancelled {
-            self.failed = true;
-            self.exit_mask |= match status {
-                BuildStatus::PermanentFailure
-                | BuildStatus::InputRejected
-                | BuildStatus::CachedFailure => 0x04,
-                BuildStatus::TimedOut => 0x05,
-                BuildStatus::OutputRejected
-                    if message
-                        .as_deref()
-                        .is_some_and(|m| m.starts_with("hash mismatch")) =>
-                {
-                    0x06
-                }
-                BuildStatus::NotDeterministic => 0x08,
-                _ => 0,
-            };
-        }
+        goal.exit_bits = (!success).then(|| match status {
+            BuildStatus::PermanentFailure
+            | BuildStatus::InputRejected
+            | BuildStatus::CachedFailure => 0x04,
+            BuildStatus::TimedOut => 0x05,
+            BuildStatus::OutputRejected
+                if message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("hash mismatch")) =>
+            {
+                0x06
+            }
+            BuildStatus::NotDeterministic => 0x08,
+            _ => 0,
+        });
         let times = GoalTimes {
             started,
             stopped: now,
@@ -947,6 +949,13 @@ impl NixJsonParser {
                 true
             }
             Phase::Waiting if is_goal_failure(text) => {
+                self.finish_goal(goal, status, Some(text.to_owned()), now, out);
+                true
+            }
+            // A failed goal reported again (drover's retry reopens a run): the new report
+            // stands.
+            Phase::Done { success: false } if is_goal_failure(text) => {
+                self.emit(now, EventKind::GoalReopened { goal }, out);
                 self.finish_goal(goal, status, Some(text.to_owned()), now, out);
                 true
             }
