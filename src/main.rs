@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use drover::app::cli::{Cli, Command};
-use drover::app::{build, demo, plumbing, simulate};
+use drover::app::{build, demo, instantiate, monitor, plumbing, replay, simulate};
 use drover::sandbox::helper::HELPER_ARG;
 
 /// The scheduler allocates many small, short-lived objects; mimalloc serves them faster.
@@ -41,6 +41,12 @@ fn run(command: &Command) -> anyhow::Result<u8> {
         Command::Demo(args) => Ok(demo::demo(args)?),
         Command::Simulate(args) => Ok(simulate::simulate(args)?),
         Command::Build(args) => Ok(build::build(args)?),
+        Command::Replay(args) => Ok(replay::replay(args)?),
+        Command::Monitor(args) => Ok(monitor::monitor(args)?),
+        Command::Instantiate(args) => {
+            instantiate::instantiate(args)?;
+            Ok(0)
+        }
         _ => unreachable!("plumbing::run handles every other command"),
     }
 }

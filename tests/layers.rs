@@ -90,7 +90,14 @@ fn front_ends_use_only_the_api() {
     // The command runners (plumbing, simulate, later build) wire up the engine; the
     // front-ends that render a run see nothing but engine::api.
     let mut v = Vec::new();
-    for name in ["plain.rs", "json.rs", "tui"] {
+    for name in [
+        "plain.rs",
+        "json.rs",
+        "tui",
+        "nix_json",
+        "output.rs",
+        "record.rs",
+    ] {
         let path = format!("src/app/{name}");
         let files = if name.ends_with(".rs") {
             vec![PathBuf::from(&path)]

@@ -178,3 +178,31 @@ fn a_bad_plan_is_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn internal_json_goes_to_stderr_as_nix_writes_it() {
+    let o = drover(&[
+        "--nodes",
+        "8",
+        "--log-format",
+        "internal-json",
+        "--seed",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stdout.is_empty());
+    let text = String::from_utf8(o.stderr).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.iter().all(|l| l.starts_with("@nix {\"action\":")));
+    let builds = lines
+        .iter()
+        .filter(|l| l.starts_with("@nix {\"action\":\"start\"") && l.ends_with("\"type\":105}"))
+        .count();
+    assert_eq!(builds, 8);
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("@nix {\"action\":\"stop\"")
+    );
+}

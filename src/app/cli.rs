@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{build, demo, plumbing, simulate};
+use super::{build, demo, instantiate, monitor, plumbing, replay, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +26,13 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run the real scheduler on simulated builds (virtual time), printing what happens.
     Simulate(simulate::SimulateArgs),
+    /// Follow a real Nix build: `nix-build --log-format internal-json -v … 2>&1 | drover monitor`.
+    Monitor(monitor::MonitorArgs),
+    /// Play a recorded event stream (`--record`) as plain lines or JSON.
+    Replay(replay::ReplayArgs),
+    /// Write the derivations of a plan file into the store and print their paths (like
+    /// nix-instantiate).
+    Instantiate(instantiate::InstantiateArgs),
     /// Print the hash of the NAR serialisation of a path (like `nix-hash --type sha256 PATH`).
     HashPath(plumbing::nar::HashArgs),
     /// Print the hash of a regular file's contents (like `nix-hash --flat`).

@@ -60,7 +60,7 @@ pub fn demo(args: &DemoArgs) -> Result<u8, AppError> {
             options.clock_rate = speed;
             simulate::run_in_tui(world, settings, BuildMode::Normal, speed, options)
         }
-        format => simulate::print_world(world, settings, BuildMode::Normal, speed, format),
+        format => simulate::print_world(world, settings, BuildMode::Normal, speed, format, None),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::engine::format::{
     signature::{FingerprintError, KeyError, VerifyError},
     store_path::StorePathError,
 };
+use crate::engine::plan::PlanError;
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -59,6 +60,10 @@ pub enum AppError {
     },
     #[error(transparent)]
     Derivation(#[from] DerivationError),
+    #[error(transparent)]
+    PlanFile(#[from] PlanError),
+    #[error(transparent)]
+    Record(#[from] crate::app::record::RecordError),
 }
 
 impl AppError {

@@ -5,9 +5,15 @@ pub mod build;
 pub mod cli;
 pub mod demo;
 pub mod error;
+pub mod instantiate;
 pub mod json;
+pub mod monitor;
+pub mod nix_json;
+pub mod output;
 pub mod plain;
 pub mod plumbing;
+pub mod record;
+pub mod replay;
 pub mod simulate;
 pub mod tui;
 

@@ -3,29 +3,20 @@
 //! allows, or `--speed` times faster than real time (in the TUI: real time by default, so
 //! there is something to watch).
 
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use crate::app::AppError;
-use crate::app::plain::PlainPrinter;
+pub use crate::app::output::LogFormat;
+use crate::app::output::StdOutput;
+use crate::app::record::Recorder;
 use crate::app::tui::{self, MemoryLogs, TuiOptions};
 use crate::engine::api::BuildMode;
 use crate::engine::driver::{self, Delivery, DriverOptions, Link};
 use crate::engine::scheduler::{Scheduler, Settings};
 use crate::engine::sim::{self, Dag, Plan, Shape, SimExecutor, SimHistory, SimModel, World};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// The terminal UI (the default when standard output is a terminal).
-    Tui,
-    /// Lines like nix-build's.
-    Plain,
-    /// drover's events, one JSON object per line.
-    Json,
-}
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -54,6 +45,9 @@ pub struct SimulateArgs {
     /// Output format (default: tui on a terminal, plain otherwise).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Also save the event stream to this file, for `drover replay`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
     /// A JSON plan of named derivations instead of a generated graph.
     #[arg(long)]
     pub plan: Option<PathBuf>,
@@ -165,7 +159,14 @@ pub fn simulate(args: &SimulateArgs) -> Result<u8, AppError> {
             options.clock_rate = Some(speed);
             run_in_tui(world, args.settings(), args.mode(), Some(speed), options)
         }
-        format => print_world(world, args.settings(), args.mode(), args.speed, format),
+        format => print_world(
+            world,
+            args.settings(),
+            args.mode(),
+            args.speed,
+            format,
+            args.record.as_deref(),
+        ),
     }
 }
 
@@ -216,33 +217,38 @@ pub fn print_world(
     mode: BuildMode,
     speed: Option<f64>,
     format: LogFormat,
+    record: Option<&Path>,
 ) -> Result<u8, AppError> {
     let targets = sim::targets(&world);
     let executor = SimExecutor::new(world).with_speed(speed);
     let scheduler = Scheduler::new(settings);
     let runtime = runtime()?;
+    let mut output = StdOutput::stdio(format);
+    let mut recorder = match record {
+        Some(path) => Some(Recorder::create(path, "simulate")?),
+        None => None,
+    };
     runtime.block_on(async move {
         let (driver, handle) = driver::driver(scheduler, executor, DriverOptions::default());
         let mut events = handle.subscribe(Delivery::Lossless { capacity: 1 << 16 });
         drop(handle);
         let printer = tokio::spawn(async move {
-            let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout());
-            let mut plain = PlainPrinter::new();
             while let Some(batch) = events.recv().await {
                 for e in batch.iter() {
-                    match format {
-                        LogFormat::Plain | LogFormat::Tui => plain.event(e, &mut out)?,
-                        LogFormat::Json => crate::app::json::write_event(e, &mut out)?,
+                    output.event(e).map_err(AppError::Stdout)?;
+                    if let Some(r) = &mut recorder {
+                        r.event(e).map_err(AppError::from)?;
                     }
                 }
             }
-            out.flush()
+            output.flush().map_err(AppError::Stdout)?;
+            recorder.map_or(Ok(()), Recorder::finish)?;
+            Ok::<(), AppError>(())
         });
         let outcome = driver.run(&targets, mode).await;
         printer
             .await
-            .map_err(|e| AppError::Usage(format!("output task failed: {e}")))?
-            .map_err(AppError::Stdout)?;
+            .map_err(|e| AppError::Usage(format!("output task failed: {e}")))??;
         // The graph is freed by the process exit, faster than by dropping it.
         std::mem::forget(outcome.scheduler);
         std::mem::forget(outcome.executor);

@@ -5,6 +5,7 @@ pub mod build;
 pub mod driver;
 pub mod executor;
 pub mod format;
+pub mod plan;
 pub mod scheduler;
 pub mod settings;
 pub mod sim;

@@ -22,6 +22,13 @@ pub fn run(command: &Command) -> Option<Result<(), AppError>> {
         Command::Verify(args) => store::verify(args),
         Command::Log(args) => store::log(args),
         Command::ImportDrv(args) => store::import_drv(args),
-        Command::Demo(_) | Command::Simulate(_) | Command::Build(_) => return None,
+        Command::Demo(_)
+        | Command::Simulate(_)
+        | Command::Build(_)
+        | Command::Instantiate(_)
+        | Command::Replay(_)
+        | Command::Monitor(_) => {
+            return None;
+        }
     })
 }

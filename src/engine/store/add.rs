@@ -11,8 +11,10 @@ use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::engine::format::Derivation;
 use crate::engine::format::hash::{Hasher, sha256};
 use crate::engine::format::nar::{self, NarNode, Tee};
+use crate::engine::format::store_path::DRV_EXTENSION;
 use crate::engine::format::{ContentAddress, Hash, HashAlgo, IngestionMethod, StorePath};
 
 use super::canon::{self, InodesSeen};
@@ -86,6 +88,13 @@ impl LocalStore {
             |real| std::fs::write(real, contents).map_err(StoreError::io("writing", real)),
         )?;
         Ok(path)
+    }
+
+    /// Writes a derivation called `name` as its `.drv` file (Nix's `writeDerivation`): a text
+    /// path of its ATerm that refers to its input sources and input derivations.
+    pub fn write_derivation(&self, drv: &Derivation, name: &str) -> Result<StorePath, StoreError> {
+        let aterm = drv.to_aterm(self.store_dir());
+        self.add_text_to_store(&format!("{name}{DRV_EXTENSION}"), &aterm, &drv.references())
     }
 
     /// Writes and registers a content-addressed path unless it is valid already.

@@ -1,0 +1,134 @@
+use super::*;
+
+/// Lines of the real Nix 2.8 sample, for byte-for-byte comparisons.
+fn sample_line(containing: &str) -> String {
+    let text = include_str!("../../../tests/fixtures/internal-json/internal-json.log");
+    text.lines()
+        .find(|l| l.contains(containing))
+        .unwrap_or_else(|| panic!("no sample line with {containing}"))
+        .to_owned()
+}
+
+fn written(f: impl FnOnce(&mut RecordWriter) -> io::Result<()>) -> String {
+    let mut out = Vec::new();
+    f(&mut RecordWriter { out: &mut out }).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn results_stops_and_errors_are_written_byte_for_byte_as_nix_does() {
+    let line = sample_line("hash mismatch in fixed-output derivation");
+    let record: Record = serde_json::from_str(line.strip_prefix(PREFIX).unwrap()).unwrap();
+    let raw = record.raw_msg.as_deref().unwrap();
+    assert_eq!(written(|w| w.msg_ei(0, raw)), format!("{line}\n"));
+
+    let line = sample_line(r#""fields":[0,1,0,0],"#);
+    let id = line
+        .split("\"id\":")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    let fields = [Field::Int(0), Field::Int(1), Field::Int(0), Field::Int(0)];
+    let got = written(|w| w.result(id.parse().unwrap(), result::PROGRESS, &fields));
+    assert_eq!(got, format!("{line}\n"));
+
+    let line = sample_line(r#""fields":["n0: log line 0"]"#);
+    let id: u64 = line
+        .split("\"id\":")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let fields = [Field::Str("n0: log line 0".into())];
+    assert_eq!(
+        written(|w| w.result(id, result::BUILD_LOG_LINE, &fields)),
+        format!("{line}\n")
+    );
+    let line = sample_line(r#"{"action":"stop""#);
+    let id: u64 = line
+        .split("\"id\":")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('}')
+        .parse()
+        .unwrap();
+    assert_eq!(written(|w| w.stop(id)), format!("{line}\n"));
+    let line = sample_line("these 12 derivations will be built:");
+    assert_eq!(
+        written(|w| w.msg(3, "these 12 derivations will be built:")),
+        format!("{line}\n")
+    );
+}
+
+#[test]
+fn starts_carry_a_parent_and_sorted_keys() {
+    let fields = [
+        Field::Str("/nix/store/x-a.drv".into()),
+        Field::Str("".into()),
+        Field::Int(1),
+        Field::Int(1),
+    ];
+    assert_eq!(
+        written(|w| w.start(
+            7,
+            3,
+            activity::BUILD,
+            "building '/nix/store/x-a.drv'",
+            0,
+            &fields
+        )),
+        "@nix {\"action\":\"start\",\"fields\":[\"/nix/store/x-a.drv\",\"\",1,1],\"id\":7,\
+         \"level\":3,\"parent\":0,\"text\":\"building '/nix/store/x-a.drv'\",\"type\":105}\n"
+    );
+    assert_eq!(
+        written(|w| w.start(8, 0, activity::REALISE, "", 0, &[])),
+        "@nix {\"action\":\"start\",\"id\":8,\"level\":0,\"parent\":0,\"text\":\"\",\"type\":102}\n"
+    );
+}
+
+#[test]
+fn multi_line_errors_are_indented_under_the_prefix() {
+    let got = written(|w| w.msg_ei(0, "a\nb"));
+    assert!(
+        got.contains(r#""msg":"\u001b[31;1merror:\u001b[0m a\n       b","raw_msg":"a\nb"}"#),
+        "{got}"
+    );
+    let got = written(|w| w.msg_ei(1, "careful\nnow"));
+    assert!(
+        got.contains(r#""msg":"\u001b[35;1mwarning:\u001b[0m careful\n         now""#),
+        "{got}"
+    );
+}
+
+#[test]
+fn ansi_codes_are_stripped() {
+    assert_eq!(strip_ansi("plain"), "plain");
+    assert_eq!(
+        strip_ansi("\x1b[31;1merror:\x1b[0m builder for '\x1b[35;1m/nix/store/x.drv\x1b[0m'"),
+        "error: builder for '/nix/store/x.drv'"
+    );
+    assert_eq!(
+        strip_ansi("a\x1b]8;;http://x\x1b\\link\x1b]8;;\x07b"),
+        "alinkb"
+    );
+    assert_eq!(strip_ansi("cut \x1b["), "cut ");
+}
+
+#[test]
+fn fields_are_integers_or_strings_only() {
+    let r: Record =
+        serde_json::from_str(r#"{"action":"result","id":1,"type":105,"fields":[1,"x"]}"#).unwrap();
+    assert_eq!(r.fields.as_slice(), [Field::Int(1), Field::Str("x".into())]);
+    for bad in [r#"[-1]"#, r#"[1.5]"#, r#"[null]"#, r#"[[1]]"#, r#"[{}]"#] {
+        let json = format!(r#"{{"action":"result","id":1,"type":105,"fields":{bad}}}"#);
+        assert!(serde_json::from_str::<Record>(&json).is_err(), "{bad}");
+    }
+    // Ids beyond 2^53 survive.
+    let r: Record = serde_json::from_str(r#"{"action":"stop","id":18446744073709551615}"#).unwrap();
+    assert_eq!(r.id, u64::MAX);
+}

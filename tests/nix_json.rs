@@ -1,0 +1,716 @@
+//! Nix's internal-json: drover's emitter checked against the schema, emit → parse round trips
+//! of simulated runs, and the real Nix 2.8 samples (tests/fixtures/internal-json/) read back.
+
+mod nix_json_support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use drover::app::nix_json::{DrvInfo, DrvSource, NixJsonEmitter, NixJsonParser};
+use drover::engine::api::{
+    BuildMode, BuildStatus, Command, Event, EventKind, GoalKind, Level, Time,
+};
+use drover::engine::scheduler::{Scheduler, Settings};
+use drover::engine::sim::{self, Dag, Observer, Shape, SimExecutor, SimModel, World};
+
+use nix_json_support::validate;
+
+struct Collect(Vec<Event>);
+
+impl Observer for Collect {
+    fn events(&mut self, events: &[Event]) {
+        self.0.extend_from_slice(events);
+    }
+}
+
+/// A simulated run's events.
+fn simulate(
+    shape: Shape,
+    nodes: u32,
+    model: SimModel,
+    settings: Settings,
+    mode: BuildMode,
+) -> Vec<Event> {
+    simulate_with(shape, nodes, model, settings, mode, &[])
+}
+
+/// A simulated run with user commands at given (virtual) times.
+fn simulate_with(
+    shape: Shape,
+    nodes: u32,
+    model: SimModel,
+    settings: Settings,
+    mode: BuildMode,
+    commands: &[(Time, Command)],
+) -> Vec<Event> {
+    let world = Arc::new(World::generated(
+        Dag::generate(shape, nodes, model.seed),
+        model,
+    ));
+    let mut exec = SimExecutor::new(world);
+    let mut scheduler = Scheduler::new(settings);
+    let mut c = Collect(Vec::new());
+    sim::run_sync(&mut scheduler, &mut exec, mode, commands, &mut c);
+    c.0
+}
+
+fn emit(events: &[Event]) -> String {
+    let mut e = NixJsonEmitter::new(4242);
+    let mut out = Vec::new();
+    for ev in events {
+        e.event(ev, &mut out).unwrap();
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn parse(text: &str, drvs: Option<Box<dyn DrvSource>>) -> Vec<Event> {
+    let mut p = NixJsonParser::new(drvs);
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        p.line(line, Time(i as u64), &mut out).unwrap();
+    }
+    p.finish(Time(text.lines().count() as u64), &mut out);
+    out
+}
+
+/// The scenarios: failures with and without keep-going, substitutions, lock waits, repeated
+/// rounds, timeouts.
+fn scenarios() -> Vec<(&'static str, Vec<Event>)> {
+    let settings = |jobs, keep_going| Settings {
+        max_jobs: jobs,
+        keep_going,
+        ..Settings::default()
+    };
+    let model = |seed, fail_rate| SimModel {
+        seed,
+        fail_rate,
+        mean_duration_ms: 2000,
+        log_lines: 4,
+        ..SimModel::default()
+    };
+    let cached = Settings {
+        use_substitutes: true,
+        substituters: vec!["https://cache.sim".into()],
+        keep_going: true,
+        ..settings(3, true)
+    };
+    // A flaky build fails once; a retry after the run ended builds it and what waited.
+    let flaky = SimModel {
+        transient_failures: true,
+        ..model(7, 0.2)
+    };
+    let first = simulate(
+        Shape::Random,
+        25,
+        flaky.clone(),
+        settings(3, true),
+        BuildMode::Normal,
+    );
+    let failed: Vec<(Time, Command)> = first
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::GoalDone {
+                goal,
+                status: BuildStatus::PermanentFailure,
+                ..
+            } => Some((Time(10_000_000), Command::Retry { goal })),
+            _ => None,
+        })
+        .collect();
+    assert!(!failed.is_empty());
+    let retried = simulate_with(
+        Shape::Random,
+        25,
+        flaky,
+        settings(3, true),
+        BuildMode::Normal,
+        &failed,
+    );
+    vec![
+        ("retry of flaky builds", retried),
+        (
+            "random, failures, keep-going",
+            simulate(
+                Shape::Random,
+                60,
+                model(1, 0.1),
+                settings(4, true),
+                BuildMode::Normal,
+            ),
+        ),
+        (
+            "wide, failures, no keep-going",
+            simulate(
+                Shape::Wide,
+                30,
+                model(2, 0.15),
+                settings(3, false),
+                BuildMode::Normal,
+            ),
+        ),
+        (
+            "diamond, all good",
+            simulate(
+                Shape::Diamond,
+                20,
+                model(3, 0.0),
+                settings(2, false),
+                BuildMode::Normal,
+            ),
+        ),
+        (
+            "cache and locks",
+            simulate(
+                Shape::Random,
+                40,
+                SimModel {
+                    cached_rate: 0.5,
+                    lock_rate: 0.3,
+                    lock_hold_ms: 3000,
+                    ..model(4, 0.05)
+                },
+                cached,
+                BuildMode::Normal,
+            ),
+        ),
+        (
+            "repeat",
+            simulate(
+                Shape::Chain,
+                5,
+                model(5, 0.0),
+                Settings {
+                    build_repeat: 1,
+                    ..settings(2, false)
+                },
+                BuildMode::Normal,
+            ),
+        ),
+        (
+            "timeouts",
+            simulate(
+                Shape::Wide,
+                12,
+                SimModel {
+                    hang_rate: 0.3,
+                    ..model(6, 0.0)
+                },
+                Settings {
+                    max_silent_time_ms: 5000,
+                    ..settings(4, true)
+                },
+                BuildMode::Normal,
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn every_emitted_line_follows_the_schema() {
+    for (name, events) in scenarios() {
+        let text = emit(&events);
+        let n = validate(&text, false, true).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(n > 20, "{name}: only {n} lines");
+        // The run's activities open first, and every builder started has an actBuild.
+        assert!(text.starts_with("@nix {\"action\":\"start\",\"id\":18219251269632,\"level\":0,\"parent\":0,\"text\":\"\",\"type\":102}\n"), "{name}");
+        let builds = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::BuildStarted { .. }))
+            .count();
+        let build_acts = text
+            .lines()
+            .filter(|l| l.starts_with("@nix {\"action\":\"start\"") && l.ends_with("\"type\":105}"))
+            .count();
+        assert_eq!(build_acts, builds, "{name}");
+    }
+}
+
+#[test]
+fn the_real_samples_follow_the_schema_too() {
+    for file in [
+        "internal-json.log",
+        "internal-json-vv.log",
+        "internal-json-nix-build-cmd.log",
+    ] {
+        let text = fixture(file);
+        validate(&text, true, true).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
+
+/// What the stream can carry of a goal: its builds, log lines, phases, outcome.
+#[derive(Debug, Default, PartialEq)]
+struct Seen {
+    builds: u32,
+    substitutions: u32,
+    logs: Vec<String>,
+    phases: Vec<String>,
+    status: Option<BuildStatus>,
+    message: Option<String>,
+}
+
+type Folded = (BTreeMap<String, Seen>, Vec<(Level, String)>, Option<u8>);
+
+/// Per path (`.drv` or substituted path): what happened; plus the messages worth comparing
+/// and the exit status.
+fn fold(events: &[Event]) -> Folded {
+    let mut paths = Vec::new();
+    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+    let mut messages = Vec::new();
+    let mut exit = None;
+    for e in events {
+        match &e.kind {
+            EventKind::GoalAdded { goal, kind, .. } => {
+                let p = match kind {
+                    GoalKind::Derivation { drv, .. } => drv.clone(),
+                    GoalKind::Substitution { path, .. } => path.clone(),
+                };
+                if paths.len() <= goal.index() {
+                    paths.resize(goal.index() + 1, String::new());
+                }
+                paths[goal.index()] = p;
+            }
+            EventKind::BuildStarted { goal, .. } => {
+                seen.entry(paths[goal.index()].clone()).or_default().builds += 1;
+            }
+            EventKind::SubstitutionStarted { goal, .. } => {
+                seen.entry(paths[goal.index()].clone())
+                    .or_default()
+                    .substitutions += 1;
+            }
+            EventKind::LogLine { goal, line } => {
+                seen.entry(paths[goal.index()].clone())
+                    .or_default()
+                    .logs
+                    .push(line.clone());
+            }
+            EventKind::PhaseChanged { goal, phase } => {
+                seen.entry(paths[goal.index()].clone())
+                    .or_default()
+                    .phases
+                    .push(phase.clone());
+            }
+            EventKind::GoalDone {
+                goal,
+                status,
+                message,
+                ..
+            } => {
+                let path = &paths[goal.index()];
+                let ran = seen.contains_key(path);
+                let reported = message.is_some()
+                    && !status.success()
+                    && !matches!(
+                        status,
+                        BuildStatus::NoSubstituters | BuildStatus::IncompleteClosure
+                    );
+                if ran || reported {
+                    let s = seen.entry(path.clone()).or_default();
+                    // The text does not tell a fixed-output builder's failure (transient)
+                    // from another's.
+                    s.status = Some(match status {
+                        BuildStatus::TransientFailure => BuildStatus::PermanentFailure,
+                        s => *s,
+                    });
+                    s.message = message.clone().filter(|_| !status.success());
+                }
+            }
+            EventKind::Message { level, text, .. }
+                if *level <= Level::Warn && !text.starts_with("build of '") =>
+            {
+                messages.push((*level, text.clone()));
+            }
+            EventKind::RunDone { exit_status } => exit = Some(*exit_status),
+            _ => {}
+        }
+    }
+    messages.sort();
+    (seen, messages, exit)
+}
+
+#[test]
+fn emitted_streams_parse_back_into_the_same_goals_and_results() {
+    for (name, events) in scenarios() {
+        let text = emit(&events);
+        let parsed = parse(&text, None);
+        let (want, want_messages, want_exit) = fold(&events);
+        let (got, got_messages, got_exit) = fold(&parsed);
+        assert!(!want.is_empty());
+        for (path, w) in &want {
+            assert_eq!(got.get(path), Some(w), "{name}: {path}");
+        }
+        assert_eq!(got.len(), want.len(), "{name}");
+        assert_eq!(got_messages, want_messages, "{name}");
+        assert_eq!(got_exit, want_exit, "{name}");
+        let statuses: Vec<BuildStatus> = want.values().filter_map(|s| s.status).collect();
+        if name.contains("failures") {
+            assert!(statuses.contains(&BuildStatus::PermanentFailure), "{name}");
+        }
+        if name.starts_with("wide, failures") {
+            assert!(statuses.contains(&BuildStatus::Cancelled), "{name}");
+        }
+        if name == "timeouts" {
+            assert!(statuses.contains(&BuildStatus::TimedOut), "{name}");
+        }
+        if name == "cache and locks" {
+            assert!(want.values().any(|s| s.substitutions > 0), "{name}");
+            assert!(
+                want_messages
+                    .iter()
+                    .any(|(_, m)| m.starts_with("waiting for lock on"))
+            );
+        }
+        if name == "retry of flaky builds" {
+            assert!(
+                want.values()
+                    .any(|s| s.builds == 2 && s.status == Some(BuildStatus::Built))
+            );
+        }
+        if name == "repeat" {
+            assert!(want.values().all(|s| s.builds == 2), "{name}");
+        }
+    }
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/internal-json/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// Goal name → (status, number of log lines, message).
+fn outcomes(events: &[Event]) -> BTreeMap<String, (BuildStatus, usize, Option<String>)> {
+    let mut names = Vec::new();
+    let mut logs: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for e in events {
+        match &e.kind {
+            EventKind::GoalAdded { goal, name, .. } => {
+                assert_eq!(goal.index(), names.len());
+                names.push(name.clone());
+            }
+            EventKind::LogLine { goal, .. } => {
+                *logs.entry(names[goal.index()].clone()).or_default() += 1
+            }
+            EventKind::GoalDone {
+                goal,
+                status,
+                message,
+                ..
+            } => {
+                let name = names[goal.index()].clone();
+                let n = logs.get(&name).copied().unwrap_or(0);
+                out.insert(name, (*status, n, message.clone()));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn the_nix_build_sample_parses_into_its_goals() {
+    let events = parse(&fixture("internal-json.log"), None);
+    let o = outcomes(&events);
+    // The plan: 12 derivations, all known before any build starts.
+    let added_before_build = events
+        .iter()
+        .take_while(|e| !matches!(e.kind, EventKind::BuildStarted { .. }))
+        .filter(|e| matches!(e.kind, EventKind::GoalAdded { .. }))
+        .count();
+    assert_eq!(added_before_build, 12);
+    assert_eq!(o.len(), 12);
+    let (status, _, msg) = &o["fod-bad"];
+    assert_eq!(*status, BuildStatus::OutputRejected);
+    assert!(msg.as_deref().unwrap().starts_with(
+        "hash mismatch in fixed-output derivation '/nix/store/0npnzvmgfrqv0jpbm4vsd5ib7aiyjbi9-fod-bad.drv':\n  specified: sha256-AAAA"
+    ));
+    assert_eq!(o["n5"].0, BuildStatus::PermanentFailure);
+    assert_eq!(
+        o["n5"].2.as_deref(),
+        Some(
+            "builder for '/nix/store/bx4lfxdjz4505dya6dd6ipjf0zngipfz-n5.drv' failed with exit code 1"
+        )
+    );
+    assert_eq!(o["n5"].1, 1);
+    for built in ["n0", "n1", "n2", "n3", "n4", "n6"] {
+        assert_eq!(o[built].0, BuildStatus::Built, "{built}");
+    }
+    assert_eq!(o["n0"].1, 13, "12 log lines and one stderr line");
+    for dep_failed in ["n7", "n8", "n9", "root"] {
+        assert_eq!(
+            o[dep_failed].0,
+            BuildStatus::DependencyFailed,
+            "{dep_failed}"
+        );
+    }
+    assert!(
+        o["root"]
+            .2
+            .as_deref()
+            .unwrap()
+            .starts_with("4 dependencies of derivation")
+    );
+    // Nix exits 102 here: a build failure (4) and a hash mismatch (2).
+    assert!(matches!(
+        events.last().unwrap().kind,
+        EventKind::RunDone { exit_status: 102 }
+    ));
+}
+
+#[test]
+fn the_other_samples_parse_into_their_goals() {
+    // nix-build -vv: four builds, all good.
+    let events = parse(&fixture("internal-json-vv.log"), None);
+    let o = outcomes(&events);
+    assert_eq!(o.len(), 4);
+    for (name, (status, logs, _)) in &o {
+        assert_eq!(*status, BuildStatus::Built, "{name}");
+        assert!(*logs > 0, "{name}");
+    }
+    assert!(matches!(
+        events.last().unwrap().kind,
+        EventKind::RunDone { exit_status: 0 }
+    ));
+
+    // `nix build` (no plan listing): seven builds, one failing, and what depends on it.
+    let events = parse(&fixture("internal-json-nix-build-cmd.log"), None);
+    let o = outcomes(&events);
+    let started = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::BuildStarted { .. }))
+        .count();
+    assert_eq!(started, 7);
+    assert_eq!(o.len(), 11, "{o:?}");
+    assert_eq!(o["n5"].0, BuildStatus::PermanentFailure);
+    for name in ["n7", "n8", "n9", "root"] {
+        assert_eq!(o[name].0, BuildStatus::DependencyFailed, "{name}");
+    }
+    let built = o.values().filter(|x| x.0 == BuildStatus::Built).count();
+    assert_eq!(built, 6);
+    // nix-build's status for a build failure (`nix build` itself exits 1).
+    assert!(matches!(
+        events.last().unwrap().kind,
+        EventKind::RunDone { exit_status: 100 }
+    ));
+}
+
+/// `.drv` files from a map, for the DAG.
+struct Drvs(BTreeMap<String, DrvInfo>);
+
+impl DrvSource for Drvs {
+    fn derivation(&mut self, drv_path: &str) -> Option<DrvInfo> {
+        self.0.get(drv_path).cloned()
+    }
+}
+
+#[test]
+fn the_dag_comes_from_the_drv_files_and_tops_from_the_plan() {
+    let text = fixture("internal-json-vv.log");
+    let drv = |n: &str| {
+        text.split('"')
+            .find(|s| s.starts_with("/nix/store/") && s.ends_with(&format!("-{n}.drv")))
+            .unwrap()
+            .to_owned()
+    };
+    let info = |inputs: &[&str]| DrvInfo {
+        outputs: vec![("out".into(), None)],
+        input_drvs: inputs.iter().map(|n| drv(n)).collect(),
+        fixed_output: false,
+    };
+    let drvs = Drvs(BTreeMap::from([
+        (drv("n0"), info(&[])),
+        (drv("n1"), info(&["n0"])),
+        (drv("n2"), info(&["n0"])),
+        (drv("root"), info(&["n1", "n2"])),
+    ]));
+    let events = parse(&text, Some(Box::new(drvs)));
+    let mut names = BTreeMap::new();
+    let mut tops = Vec::new();
+    let mut edges = Vec::new();
+    for e in &events {
+        match &e.kind {
+            EventKind::GoalAdded {
+                goal, name, top, ..
+            } => {
+                names.insert(*goal, name.clone());
+                if *top {
+                    tops.push(name.clone());
+                }
+            }
+            EventKind::EdgeAdded { waiter, waitee } => {
+                edges.push(format!("{} -> {}", names[waiter], names[waitee]));
+            }
+            _ => {}
+        }
+    }
+    edges.sort();
+    assert_eq!(tops, ["root"]);
+    assert_eq!(edges, ["n1 -> n0", "n2 -> n0", "root -> n1", "root -> n2"]);
+}
+
+#[test]
+fn malformed_records_name_their_line_and_plain_lines_are_messages() {
+    let mut p = NixJsonParser::new(None);
+    let mut out = Vec::new();
+    p.line("plain text from nix-build", Time(0), &mut out)
+        .unwrap();
+    p.line(
+        "@nix {\"action\":\"msg\",\"level\":1,\"msg\":\"careful\"}",
+        Time(0),
+        &mut out,
+    )
+    .unwrap();
+    let err = p
+        .line("@nix {\"action\":\"start\",", Time(0), &mut out)
+        .unwrap_err();
+    assert_eq!(err.line, 3);
+    assert!(
+        err.to_string()
+            .starts_with("line 3: malformed @nix record: "),
+        "{err}"
+    );
+    let err = p
+        .line(
+            "@nix {\"action\":\"result\",\"id\":1,\"fields\":[-1]}",
+            Time(0),
+            &mut out,
+        )
+        .unwrap_err();
+    assert_eq!(err.line, 4);
+    // Unknown actions and types are ignored; the parser goes on.
+    p.line("@nix {\"action\":\"frobnicate\"}", Time(0), &mut out)
+        .unwrap();
+    p.line(
+        "@nix {\"action\":\"start\",\"id\":9,\"level\":3,\"text\":\"\",\"type\":999}",
+        Time(0),
+        &mut out,
+    )
+    .unwrap();
+    p.line(
+        "@nix {\"action\":\"result\",\"id\":77,\"type\":101,\"fields\":[\"x\"]}",
+        Time(0),
+        &mut out,
+    )
+    .unwrap();
+    let kinds: Vec<(Level, String)> = out
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Message { level, text, .. } => Some((*level, text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Level::Info, "plain text from nix-build".to_owned()),
+            (Level::Warn, "careful".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn the_schema_checker_rejects_what_nix_would_not_write() {
+    let start =
+        "@nix {\"action\":\"start\",\"id\":5,\"level\":0,\"parent\":0,\"text\":\"\",\"type\":104}";
+    for (bad, why) in [
+        ("{\"action\":\"stop\",\"id\":5}", "no prefix"),
+        ("@nix {\"id\":5,\"action\":\"stop\"}", "key order"),
+        ("@nix {\"action\": \"stop\",\"id\":5}", "not compact"),
+        ("@nix {\"action\":\"stop\",\"id\":6}", "unknown id"),
+        (
+            "@nix {\"action\":\"result\",\"fields\":[1,2],\"id\":5,\"type\":105}",
+            "field count",
+        ),
+        (
+            "@nix {\"action\":\"result\",\"fields\":[],\"id\":5,\"type\":105}",
+            "empty fields",
+        ),
+        (
+            "@nix {\"action\":\"result\",\"fields\":[\"x\"],\"id\":5,\"type\":101}",
+            "log line on actBuilds",
+        ),
+        (
+            "@nix {\"action\":\"start\",\"id\":5,\"level\":0,\"parent\":0,\"text\":\"\",\"type\":104}",
+            "reused id",
+        ),
+        (
+            "@nix {\"action\":\"start\",\"id\":7,\"level\":9,\"parent\":0,\"text\":\"\",\"type\":104}",
+            "level",
+        ),
+        (
+            "@nix {\"action\":\"start\",\"id\":7,\"level\":0,\"parent\":3,\"text\":\"\",\"type\":104}",
+            "parent",
+        ),
+        (
+            "@nix {\"action\":\"start\",\"id\":7,\"level\":0,\"parent\":0,\"text\":\"\",\"type\":114}",
+            "type",
+        ),
+        (
+            "@nix {\"action\":\"msg\",\"level\":0,\"msg\":\"x\",\"extra\":1}",
+            "extra key",
+        ),
+        ("@nix {\"action\":\"launch\",\"id\":5}", "action"),
+    ] {
+        let mut v = nix_json_support::Validator::new(false);
+        v.line(start).unwrap();
+        assert!(v.line(bad).is_err(), "accepted ({why}): {bad}");
+    }
+}
+
+mod round_trip_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Any simulated run (failures, keep-going or not, substitutions, lock waits,
+        /// timeouts, repeated rounds) survives emit → parse with its goals and results, and
+        /// every emitted line follows the schema.
+        #[test]
+        fn any_run_round_trips(
+            seed in 0u64..10_000,
+            nodes in 1u32..40,
+            shape in prop_oneof![Just(Shape::Random), Just(Shape::Wide), Just(Shape::Chain), Just(Shape::Diamond)],
+            fail_rate in prop_oneof![Just(0.0), 0.0f64..0.4],
+            keep_going: bool,
+            jobs in 1u32..6,
+            cached_rate in prop_oneof![Just(0.0), 0.0f64..0.8],
+            lock_rate in prop_oneof![Just(0.0), 0.0f64..0.5],
+            hang_rate in prop_oneof![Just(0.0), 0.0f64..0.3],
+            repeat in 0u32..2,
+        ) {
+            let model = SimModel {
+                seed,
+                fail_rate,
+                mean_duration_ms: 1500,
+                log_lines: 2,
+                cached_rate,
+                lock_rate,
+                lock_hold_ms: 2000,
+                hang_rate,
+                ..SimModel::default()
+            };
+            let substituters = if cached_rate > 0.0 { vec!["https://cache.sim".to_owned()] } else { Vec::new() };
+            let settings = Settings {
+                max_jobs: jobs,
+                keep_going,
+                use_substitutes: !substituters.is_empty(),
+                substituters,
+                max_silent_time_ms: if hang_rate > 0.0 { 4000 } else { 0 },
+                build_repeat: repeat,
+                ..Settings::default()
+            };
+            let events = simulate(shape, nodes, model, settings, BuildMode::Normal);
+            let text = emit(&events);
+            prop_assert!(validate(&text, false, true).is_ok(), "{:?}", validate(&text, false, true));
+            let (want, want_messages, want_exit) = fold(&events);
+            let (got, got_messages, got_exit) = fold(&parse(&text, None));
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(got_messages, want_messages);
+            prop_assert_eq!(got_exit, want_exit);
+        }
+    }
+}
