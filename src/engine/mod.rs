@@ -6,3 +6,4 @@ pub mod format;
 pub mod scheduler;
 pub mod sim;
 pub mod store;
+pub mod substitute;
