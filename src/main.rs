@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use drover::app::cli::{Cli, Command};
-use drover::app::{plumbing, simulate};
+use drover::app::{copy, plumbing, simulate};
 
 /// The scheduler allocates many small, short-lived objects; mimalloc serves them faster.
 #[global_allocator]
@@ -41,6 +41,10 @@ fn run(command: &Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Simulate(args) => Ok(simulate::simulate(args)?),
+        Command::Copy(args) => {
+            copy::copy(args)?;
+            Ok(0)
+        }
         _ => unreachable!("plumbing::run handles every other command"),
     }
 }

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{plumbing, simulate};
+use super::{copy, plumbing, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,4 +47,7 @@ pub enum Command {
     /// Copy derivations and their closure from another store (e.g. the real /nix/store where
     /// nix-instantiate wrote them), verifying every path.
     ImportDrv(plumbing::store::ImportDrvArgs),
+    /// Copy paths with their closure to a binary cache (`--to file://DIR`), or substitute
+    /// them from one into the store (`--from URI`).
+    Copy(copy::CopyArgs),
 }

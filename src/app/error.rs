@@ -54,6 +54,8 @@ pub enum AppError {
     },
     #[error(transparent)]
     Derivation(#[from] DerivationError),
+    #[error(transparent)]
+    Substitute(#[from] crate::engine::substitute::SubstituteError),
 }
 
 impl AppError {

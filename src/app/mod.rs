@@ -2,6 +2,7 @@
 
 pub mod alloc;
 pub mod cli;
+pub mod copy;
 pub mod error;
 pub mod json;
 pub mod plain;

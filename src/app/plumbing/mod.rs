@@ -22,6 +22,6 @@ pub fn run(command: &Command) -> Option<Result<(), AppError>> {
         Command::Verify(args) => store::verify(args),
         Command::Log(args) => store::log(args),
         Command::ImportDrv(args) => store::import_drv(args),
-        Command::Demo | Command::Simulate(_) => return None,
+        Command::Demo | Command::Simulate(_) | Command::Copy(_) => return None,
     })
 }
