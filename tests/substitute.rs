@@ -190,7 +190,7 @@ fn signatures_are_required_unless_the_path_is_content_addressed_or_the_cache_tru
         ),
         other => panic!("{other:?}"),
     }
-    substitute_in_order(&bad, &dst, &[sample.text.clone()], 0);
+    substitute_in_order(&bad, &dst, std::slice::from_ref(&sample.text), 0);
     let refused = bad.substitute_blocking(&dst, &sample.lib, 0, false, &never(), &mut |_| {});
     assert_eq!(
         refused,
@@ -205,7 +205,7 @@ fn signatures_are_required_unless_the_path_is_content_addressed_or_the_cache_tru
     // A trusted cache, or require-sigs off, needs no signature.
     let trusted = Substituters::open(with_keys(&[&other], &format!("{uri}?trusted=1")), &sd());
     assert!(trusted.cache(0).unwrap().trusted());
-    substitute_in_order(&trusted, &dst, &[sample.lib.clone()], 0);
+    substitute_in_order(&trusted, &dst, std::slice::from_ref(&sample.lib), 0);
     let mut off = with_keys(&[], &uri);
     off.require_sigs = false;
     let off = Substituters::open(off, &sd());
@@ -362,7 +362,7 @@ fn lying_and_corrupt_downloads_fail_with_nix_messages_and_leave_nothing() {
         }
     );
     std::fs::write(&nar_file, &good).unwrap();
-    substitute_in_order(&fresh(), &dst, &[p.clone()], 0);
+    substitute_in_order(&fresh(), &dst, std::slice::from_ref(&p), 0);
 }
 
 #[test]
@@ -697,7 +697,7 @@ fn http_caches_normal_slow_stalling_and_failing() {
         ..fast_http()
     };
     let subs = Substituters::open(config, &sd());
-    substitute_in_order(&subs, &dst, &[sample.text.clone()], 0);
+    substitute_in_order(&subs, &dst, std::slice::from_ref(&sample.text), 0);
     assert_same_path(&src, &dst, &sample.text);
 
     // A server without nix-cache-info is not a binary cache; with --fallback a failing
@@ -772,7 +772,7 @@ fn cancel_repair_and_priorities() {
     assert_eq!(store_entries(&dst), before);
 
     // Repair replaces damaged contents of a valid path.
-    substitute_in_order(&subs, &dst, &[sample.big.clone()], 0);
+    substitute_in_order(&subs, &dst, std::slice::from_ref(&sample.big), 0);
     let real = dst.real_path(&sample.big);
     let mut perms = std::fs::metadata(&real).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);

@@ -54,7 +54,10 @@ pub use write::{CacheWriter, WriteOptions};
 /// Where substituters report what Nix prints while substituting (retries, disabled caches,
 /// caches that could not be opened).
 #[derive(Clone, Default)]
-pub struct Logger(Option<Arc<dyn Fn(LogLevel, &str) + Send + Sync>>);
+pub struct Logger(Option<Arc<LogFn>>);
+
+/// What a [`Logger`] calls.
+pub type LogFn = dyn Fn(LogLevel, &str) + Send + Sync;
 
 /// How serious a logged message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -690,5 +693,63 @@ impl Substituters {
         .unwrap_or_else(|e| SubstitutionOutcome::Failed {
             message: format!("substitution failed: {e}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::format::SecretKey;
+
+    #[test]
+    fn settings_are_read_from_their_string_forms() {
+        let key = SecretKey::from_seed("cache-1", &[3; 32])
+            .unwrap()
+            .to_public_key();
+        let config = SubstituterConfig::from_settings(
+            " file:///a\thttps://cache.example.org/  ",
+            &format!("{key} \n"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            config.substituters,
+            ["file:///a", "https://cache.example.org/"]
+        );
+        assert_eq!(config.trusted_public_keys.get("cache-1"), Some(&key));
+        assert!(!config.require_sigs);
+        assert!(SubstituterConfig::from_settings("", "no-data:", true).is_err());
+        let defaults = SubstituterConfig::new(["file:///x"]);
+        assert!(defaults.require_sigs);
+        assert_eq!(defaults.http, HttpOptions::default());
+    }
+
+    #[test]
+    fn unusable_caches_are_skipped_with_a_warning_and_duplicates_count_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = format!("file://{}", dir.path().display());
+        let warnings: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = warnings.clone();
+        let mut config = SubstituterConfig::new([
+            "daemon".to_owned(),
+            good.clone(),
+            "ssh://builder".to_owned(),
+            good.clone(),
+        ]);
+        config.log = Logger::new(move |level, msg| {
+            assert_eq!(level, LogLevel::Warn);
+            seen.lock().unwrap().push(msg.to_owned());
+        });
+        let subs = Substituters::open(config, &StoreDir::new("/nix/store").unwrap());
+        assert_eq!(subs.uris(), [good]);
+        assert_eq!(subs.skipped().len(), 2);
+        assert_eq!(*warnings.lock().unwrap(), subs.skipped());
+        assert!(subs.skipped()[0].starts_with("don't know how to open Nix store 'daemon'"));
+        let p = StorePath::from_base_name("7rjj86a15146cq1d3qy068lml7n8ykzm-foo").unwrap();
+        assert!(matches!(
+            subs.query_blocking(&p, 1),
+            SubstituteAnswer::Error { .. }
+        ));
+        assert_eq!(subs.query_blocking(&p, 0), SubstituteAnswer::NotFound);
     }
 }
