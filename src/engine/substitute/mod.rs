@@ -11,7 +11,7 @@
 //!   the run, found and not found alike (never failures), and concurrent lookups of one path
 //!   share one request. Many paths are looked up at once ([`Substituters::query_many`], or
 //!   one `query` task per path): up to `http-connections` requests are in flight.
-//! * [`Substituters::substitute`]: download, verify and install a path (see [`install`]):
+//! * [`Substituters::substitute`]: download, verify and install a path (the `install` module):
 //!   signatures when `require-sigs` (unless the cache is `trusted`; content-addressed paths
 //!   prove themselves), the compressed file's size and hash, the NAR's size and hash, the
 //!   content address; the NAR is unpacked into a scratch path in the store, checked by the
@@ -22,6 +22,23 @@
 //! which runs the blocking work on tokio's blocking pool and never blocks a runtime thread.
 //! `cache` reads a cache (`file`, `http` are the transports), `compression` has the codecs,
 //! `write` writes a cache (`drover copy --to`).
+//!
+//! # Use from the build executor
+//!
+//! * At start-up, on the blocking pool (an HTTP cache's `nix-cache-info` is fetched):
+//!   `Substituters::open(SubstituterConfig::from_settings(substituters, trusted_public_keys,
+//!   require_sigs)?, store.store_dir())`, with `try_fallback`, `http` and `log` set from the
+//!   other settings; then `scheduler::Settings::substituters = subs.uris()`.
+//! * `Effect::QuerySubstitute { ticket, path, substituter }`: spawn
+//!   `subs.query(path, substituter)` and answer `Input::SubstituteInfo { ticket, answer }`.
+//! * `Effect::StartSubstitution { ticket, path, substituter, repair }`: keep an
+//!   `Arc<AtomicBool>` for the ticket, spawn `subs.substitute(store, path, substituter, repair,
+//!   cancel, progress)` and answer `Input::SubstitutionFinished { ticket, outcome }`; `progress`
+//!   receives a [`Progress`] per chunk (download and NAR bytes done and expected).
+//! * `Effect::CancelSubstitution { ticket }`: set that ticket's flag.
+//!
+//! The `driven` module of `tests/substitute.rs` is a complete executor for runs that only
+//! substitute, on the real scheduler and driver.
 
 pub mod cache;
 pub mod compression;
