@@ -628,6 +628,42 @@ fn http_caches_normal_slow_stalling_and_failing() {
     assert!(seen.len() > 3, "{} progress reports", seen.len());
     assert!(seen.windows(2).all(|w| w[0].nar_done <= w[1].nar_done));
 
+    // A lying server: the narinfo is true, the NAR it sends (of the right size) is not.
+    let text_info = NarInfo::parse(
+        &sd(),
+        &std::fs::read_to_string(narinfo_path(&cache, &sample.text)).unwrap(),
+    )
+    .unwrap();
+    let mut forged = std::fs::read(cache.join(&text_info.url)).unwrap();
+    let at = forged.windows(5).position(|w| w == b"hello").unwrap();
+    forged[at..at + 5].copy_from_slice(b"HELLO");
+    let forged_hash = sha256(&forged);
+    let liar = {
+        let url = format!("/{}", text_info.url);
+        TestServer::start(
+            &cache,
+            Box::new(move |path, _| {
+                if path == url {
+                    Reply::Bytes(forged.clone())
+                } else {
+                    Reply::Serve
+                }
+            }),
+        )
+    };
+    let mut config = unsigned(&[liar.url()]);
+    config.http = fast_http();
+    let msg = expect_clean_failure(&Substituters::open(config, &sd()), &dst, &sample.text);
+    assert_eq!(
+        msg,
+        format!(
+            "hash mismatch importing path '{}';\n  specified: {}\n  got:       {}",
+            dst.print(&sample.text),
+            text_info.nar_hash.to_nix32_prefixed(),
+            forged_hash.to_nix32_prefixed()
+        )
+    );
+
     // A server that stalls mid-download fails after the stall timeout.
     let stalling = TestServer::start(
         &cache,

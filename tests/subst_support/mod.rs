@@ -152,6 +152,8 @@ pub enum Reply {
     Slow { chunk: usize, pause: Duration },
     /// Headers and half the file, then nothing until the server is dropped.
     Stall,
+    /// These bytes instead of the file.
+    Bytes(Vec<u8>),
 }
 
 /// Chooses the reply from the request path and how many times it was requested before.
@@ -316,6 +318,7 @@ fn serve(
         let _ = conn.write_all(body);
     };
     match (policy(&path, nth), body) {
+        (Reply::Bytes(bytes), _) => respond(&mut conn, 200, "OK", &bytes),
         (Reply::Status(code), _) => {
             let reason = match code {
                 500 => "Internal Server Error",
