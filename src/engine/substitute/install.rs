@@ -23,7 +23,7 @@ use crate::engine::format::{ContentAddress, IngestionMethod, NarInfo};
 use crate::engine::store::canon::{self, InodesSeen};
 use crate::engine::store::{LocalStore, PathInfo};
 
-use super::cache::BinaryCache;
+use super::cache::{BinaryCache, Download};
 use super::compression::{self, Compression};
 use super::{Progress, SubstituteError};
 
@@ -152,14 +152,7 @@ pub(super) fn install(
 
     let scratch = store.scratch_path("subst")?;
     let result = unpack_and_check(
-        store,
-        cache,
-        info,
-        method,
-        download.reader,
-        &scratch,
-        cancel,
-        progress,
+        store, cache, info, method, download, &scratch, cancel, progress,
     )
     .and_then(|()| {
         canon::canonicalise_path_metadata(&scratch, None, &mut InodesSeen::new())?;
@@ -199,7 +192,7 @@ fn unpack_and_check(
     cache: &BinaryCache,
     info: &NarInfo,
     method: Compression,
-    reader: Box<dyn Read + Send>,
+    download: Download,
     scratch: &Path,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
@@ -207,7 +200,7 @@ fn unpack_and_check(
     let printed = store.print(&info.store_path);
     let shared = Rc::new(Shared::default());
     let mut raw = Meter {
-        inner: reader,
+        inner: download.reader,
         hasher: info.file_hash.map(|h| Hasher::new(h.algo())),
         count: 0,
         limit: info.file_size,
@@ -218,7 +211,7 @@ fn unpack_and_check(
     };
     let start = Progress {
         download_done: 0,
-        download_expected: info.file_size,
+        download_expected: info.file_size.or(download.length),
         nar_done: 0,
         nar_expected: info.nar_size,
     };
