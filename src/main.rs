@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use drover::app::cli::{Cli, Command};
-use drover::app::{build, demo, instantiate, monitor, plumbing, replay, simulate};
+use drover::app::{build, copy, demo, instantiate, monitor, plumbing, replay, simulate};
 use drover::sandbox::helper::HELPER_ARG;
 
 /// The scheduler allocates many small, short-lived objects; mimalloc serves them faster.
@@ -45,6 +45,10 @@ fn run(command: &Command) -> anyhow::Result<u8> {
         Command::Monitor(args) => Ok(monitor::monitor(args)?),
         Command::Instantiate(args) => {
             instantiate::instantiate(args)?;
+            Ok(0)
+        }
+        Command::Copy(args) => {
+            copy::copy(args)?;
             Ok(0)
         }
         _ => unreachable!("plumbing::run handles every other command"),

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{build, demo, instantiate, monitor, plumbing, replay, simulate};
+use super::{build, copy, demo, instantiate, monitor, plumbing, replay, simulate};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,4 +56,7 @@ pub enum Command {
     /// Copy derivations and their closure from another store (e.g. the real /nix/store where
     /// nix-instantiate wrote them), verifying every path.
     ImportDrv(plumbing::store::ImportDrvArgs),
+    /// Copy paths with their closure to a binary cache (`--to file://DIR`), or substitute
+    /// them from one into the store (`--from URI`).
+    Copy(copy::CopyArgs),
 }

@@ -64,6 +64,8 @@ pub enum AppError {
     PlanFile(#[from] PlanError),
     #[error(transparent)]
     Record(#[from] crate::app::record::RecordError),
+    #[error(transparent)]
+    Substitute(#[from] crate::engine::substitute::SubstituteError),
 }
 
 impl AppError {

@@ -3,6 +3,7 @@
 pub mod alloc;
 pub mod build;
 pub mod cli;
+pub mod copy;
 pub mod demo;
 pub mod error;
 pub mod instantiate;

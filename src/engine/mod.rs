@@ -10,3 +10,4 @@ pub mod scheduler;
 pub mod settings;
 pub mod sim;
 pub mod store;
+pub mod substitute;

@@ -25,6 +25,7 @@ pub fn run(command: &Command) -> Option<Result<(), AppError>> {
         Command::Demo(_)
         | Command::Simulate(_)
         | Command::Build(_)
+        | Command::Copy(_)
         | Command::Instantiate(_)
         | Command::Replay(_)
         | Command::Monitor(_) => {

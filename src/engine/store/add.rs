@@ -132,7 +132,7 @@ impl LocalStore {
     }
 
     /// A fresh, unique path inside the physical store dir for staging contents.
-    pub(super) fn scratch_path(&self, what: &str) -> Result<PathBuf, StoreError> {
+    pub fn scratch_path(&self, what: &str) -> Result<PathBuf, StoreError> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
