@@ -399,6 +399,76 @@ fn check_finds_a_nondeterministic_builder() {
     assert_eq!(results[0].0, 104);
 }
 
+#[test]
+fn repeated_and_repaired_builds() {
+    if !common::require_nix() {
+        return;
+    }
+    let p = Place::new("repeat");
+    let nix = p.write(
+        "repeat.nix",
+        r#"{
+          det = derivation { name = "det"; system = builtins.currentSystem; builder = "/bin/busybox";
+                 args = [ "sh" "-c" "echo same > $out" ]; };
+          nd = derivation { name = "nd"; system = builtins.currentSystem; builder = "/bin/busybox";
+                 args = [ "sh" "-c" "busybox cat /proc/sys/kernel/random/uuid > $out" ]; };
+        }"#,
+    );
+    // Two rounds of a deterministic build register it; a nondeterministic one fails.
+    let (n, _) = p.compare(&nix, &["det"], &["--repeat", "1"]);
+    assert_eq!(n.code, 0, "{}", n.stderr);
+    let n = p.run(Engine::Nix, &nix, &["nd"], &["--repeat", "1"]);
+    let d = p.run(Engine::Drover, &nix, &["nd"], &["--repeat", "1"]);
+    assert_eq!(
+        (n.code, &n.errors),
+        (d.code, &d.errors),
+        "{}\n{}",
+        n.stderr,
+        d.stderr
+    );
+    assert_ne!(n.code, 0);
+    // Without enforce-determinism the last round's output is registered and the difference
+    // reported (Nix prints it without the `error: ` drover's plain output puts before it).
+    let flags = ["--repeat", "1", "--option", "enforce-determinism", "false"];
+    let n = p.run(Engine::Nix, &nix, &["nd"], &flags);
+    let d = p.run(Engine::Drover, &nix, &["nd"], &flags);
+    assert_eq!((n.code, d.code), (0, 0), "{}\n{}", n.stderr, d.stderr);
+    assert_eq!(
+        n.paths.keys().collect::<Vec<_>>(),
+        d.paths.keys().collect::<Vec<_>>()
+    );
+    let differs = |o: &Outcome| {
+        o.stderr
+            .lines()
+            .filter(|l| l.contains("differs from previous round"))
+            .map(|l| l.trim_start_matches("error: ").to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(differs(&n), differs(&d));
+    assert_eq!(differs(&n).len(), 1);
+    // --repair rebuilds an output whose contents were damaged.
+    let mut repaired = Vec::new();
+    for engine in [Engine::Nix, Engine::Drover] {
+        let first = p.run(engine, &nix, &["det"], &[]);
+        assert_eq!(first.code, 0);
+        let out = first.paths.keys().next().unwrap().clone();
+        let real = Path::new(&out);
+        let mut perms = std::fs::metadata(real).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+        std::fs::set_permissions(real, perms).unwrap();
+        std::fs::write(real, "damaged\n").unwrap();
+        let again = p.run_again(engine, &nix, &["det"], &["--repair"]);
+        assert_eq!(again.code, 0, "{engine:?}: {}", again.stderr);
+        assert_eq!(
+            std::fs::read_to_string(real).unwrap(),
+            "same\n",
+            "{engine:?}"
+        );
+        repaired.push(again.paths);
+    }
+    assert_eq!(repaired[0], repaired[1]);
+}
+
 /// Builders that copy what they see into their outputs: equal NAR hashes mean Nix and
 /// drover gave them the same environment and files, byte for byte.
 #[test]
