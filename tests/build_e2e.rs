@@ -537,3 +537,85 @@ fn targets_that_are_not_buildable_are_refused() {
         r.stderr
     );
 }
+
+#[test]
+fn an_interrupted_build_kills_its_builders_and_cleans_up() {
+    let mut t = TestStore::new();
+    let root = t.root().display().to_string();
+    let script = format!(
+        "busybox sleep 1000 & echo $! > {root}/child.pid; echo $$ > {root}/builder.pid; wait"
+    );
+    let drv = t.drv("long", &["out"], &script, &[], &[]);
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let _ = std::fs::remove_file(t.root().join("builder.pid"));
+        let _ = std::fs::remove_file(t.root().join("child.pid"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["build", "--store", &t.uri, &t.print(&drv), "--no-out-link"])
+            .env_clear()
+            .env("TMPDIR", t.tmp())
+            .env("NIX_CONF_DIR", t.root().join("conf"))
+            .env("XDG_CONFIG_HOME", t.root().join("conf"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the builder runs (its children are started before it writes its pid).
+        let pid_file = t.root().join("builder.pid");
+        while std::fs::read_to_string(&pid_file).map_or(true, |s| !s.ends_with('\n')) {
+            std::thread::yield_now();
+        }
+        // SAFETY: signalling the drover we started.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("error: interrupted by the user"),
+            "{stderr}"
+        );
+        assert_dead(&t, &["child.pid", "builder.pid"]);
+        assert!(t.build_dirs().is_empty(), "{:?}", t.build_dirs());
+        assert!(!t.is_valid(&t.out(&drv, "out")));
+    }
+}
+
+#[test]
+fn a_failure_on_a_full_disk_says_so() {
+    let mut t = TestStore::new();
+    // A 1 MiB tmpfs as the build directory (needs the right to mount, as root has).
+    let small = t.root().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    let drv = t.drv("full", &["out"], "exit 1", &[], &[]);
+    let small_str = small.display().to_string();
+    let r = t.build_in(
+        &t.root(),
+        &[
+            &t.print(&drv),
+            "--no-out-link",
+            "--option",
+            "build-dir",
+            &small_str,
+        ],
+        &[],
+    );
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    // A transient failure, not a permanent one: exit status 1, not 100.
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "error: builder for '{}' failed with exit code 1\n       note: build failure may \
+             have been caused by lack of free disk space\n",
+            t.print(&drv)
+        )),
+        "{}",
+        r.stderr
+    );
+}

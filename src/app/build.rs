@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::app::AppError;
 use crate::app::plain::PlainPrinter;
@@ -295,17 +296,16 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
             }
             err.flush()
         });
-        // The first Ctrl-C cancels the run (builders are killed, build directories cleaned
-        // up); a second one ends drover at once.
+        // The first interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the run: builders are killed
+        // and build directories cleaned up. A second one ends drover at once.
         let interrupts = handle.clone();
+        let mut signals = Interrupts::new()?;
         let ctrl_c = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("error: interrupted by the user");
-                interrupts.send(RunCommand::CancelAll);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(1);
-                }
-            }
+            signals.next().await;
+            eprintln!("error: interrupted by the user");
+            interrupts.send(RunCommand::CancelAll);
+            signals.next().await;
+            std::process::exit(1);
         });
         drop(handle);
         let mut outcome = driver.run(&targets, mode).await;
@@ -322,6 +322,34 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
     }
     finish_outputs(&store, args, &wanted)?;
     Ok(0)
+}
+
+/// The signals that interrupt a build.
+struct Interrupts {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Interrupts {
+    fn new() -> Result<Interrupts, AppError> {
+        let listen =
+            |kind| signal(kind).map_err(|e| AppError::io("handling", Path::new("signals"), e));
+        Ok(Interrupts {
+            int: listen(SignalKind::interrupt())?,
+            term: listen(SignalKind::terminate())?,
+            hup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next one.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
 }
 
 /// Prints the built outputs and creates their out-links.
