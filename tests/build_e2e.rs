@@ -549,7 +549,7 @@ fn an_interrupted_build_kills_its_builders_and_cleans_up() {
     for signal in [libc::SIGINT, libc::SIGTERM] {
         let _ = std::fs::remove_file(t.root().join("builder.pid"));
         let _ = std::fs::remove_file(t.root().join("child.pid"));
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(["build", "--store", &t.uri, &t.print(&drv), "--no-out-link"])
             .env_clear()
             .env("TMPDIR", t.tmp())
