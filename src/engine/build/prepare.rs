@@ -246,7 +246,12 @@ impl Prepared {
             namespaces: None,
         };
         let log = if settings.keep_build_log {
-            Some(store.create_log(&request.drv_path).map_err(store_err)?)
+            let log = if settings.compress_build_log {
+                store.create_log(&request.drv_path)
+            } else {
+                store.create_uncompressed_log(&request.drv_path)
+            };
+            Some(log.map_err(store_err)?)
         } else {
             None
         };
