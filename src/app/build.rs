@@ -275,8 +275,12 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
     let scheduler = Scheduler::new(settings.scheduler_settings(store.store_dir()));
     let targets: Vec<Target> = wanted.iter().map(|w| w.target.clone()).collect();
     let mode = args.mode();
+    // Preparing and registering builds runs on blocking threads: a few per CPU keep the CPUs
+    // busy, more only cost memory (each thread gets its own allocator heap).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(2 * cpus)
         .build()
         .map_err(|e| AppError::io("starting", Path::new("the runtime"), e))?;
     let exit_status = runtime.block_on(async move {
