@@ -79,11 +79,7 @@ pub fn drv_info(store: &LocalStore, drv_path: &StorePath) -> Result<DrvInfo, Str
     let parsed = ParsedDrv::new(&drv, drv_path.name())?;
     let drv_type = drv.derivation_type().map_err(|e| e.to_string())?;
     Ok(DrvInfo {
-        name: drv_path
-            .name()
-            .strip_suffix(".drv")
-            .unwrap_or(drv_path.name())
-            .to_owned(),
+        name: drv_path.drv_name().unwrap_or(drv_path.name()).to_owned(),
         outputs: drv
             .output_paths()
             .into_iter()
