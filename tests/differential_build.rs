@@ -35,6 +35,8 @@ struct Outcome {
     paths: BTreeMap<String, Value>,
     /// `error: …` messages (first line of each).
     errors: BTreeSet<String>,
+    /// Build logs: file under the log directory → decompressed contents.
+    logs: BTreeMap<String, Vec<u8>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -155,6 +157,7 @@ impl Place {
         Outcome {
             code: out.status.code().unwrap_or(-1),
             paths: self.path_infos(),
+            logs: self.logs(),
             errors: stderr
                 .lines()
                 .filter(|l| l.starts_with("error: "))
@@ -162,6 +165,31 @@ impl Place {
                 .collect(),
             stderr,
         }
+    }
+
+    /// Every build log, decompressed, by its file name under `<log>/drvs`.
+    fn logs(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let Ok(dirs) = std::fs::read_dir(self.base.join("log/drvs")) else {
+            return out;
+        };
+        for d in dirs {
+            let d = d.unwrap();
+            for f in std::fs::read_dir(d.path()).unwrap() {
+                let f = f.unwrap();
+                let mut text = Vec::new();
+                let file = std::fs::File::open(f.path()).unwrap();
+                std::io::Read::read_to_end(&mut bzip2::read::MultiBzDecoder::new(file), &mut text)
+                    .unwrap();
+                let name = format!(
+                    "{}/{}",
+                    d.file_name().to_string_lossy(),
+                    f.file_name().to_string_lossy()
+                );
+                out.insert(name, text);
+            }
+        }
+        out
     }
 
     /// Every valid path but the `.drv` files and sources, as real Nix reads the store.
@@ -237,6 +265,7 @@ fn assert_same(n: &Outcome, d: &Outcome) {
         "error messages: nix\n{}\ndrover\n{}",
         n.stderr, d.stderr
     );
+    assert_eq!(n.logs, d.logs, "build logs");
 }
 
 #[test]
@@ -270,6 +299,7 @@ fn chain_wide_and_random_graphs() {
         let (n, _) = p.compare(&nix, &[], &["-j", "4"]);
         assert_eq!(n.code, 0, "{file}: {}", n.stderr);
         assert!(n.paths.len() > 15, "{file}: {} paths", n.paths.len());
+        assert_eq!(n.logs.len(), n.paths.len(), "{file}: one log per build");
     }
 }
 
