@@ -619,3 +619,48 @@ fn a_failure_on_a_full_disk_says_so() {
         r.stderr
     );
 }
+
+#[test]
+fn a_build_waits_for_an_output_lock_another_process_holds() {
+    use std::io::BufRead;
+    let mut t = TestStore::new();
+    let drv = t.drv("locked", &["out"], "echo done > $out", &[], &[]);
+    let out = t.out(&drv, "out");
+    // This test process plays the other Nix holding the output's lock.
+    let locks = match t.store.try_lock_paths(std::slice::from_ref(&out)).unwrap() {
+        drover::engine::store::TryLock::Acquired(l) => l,
+        drover::engine::store::TryLock::Busy { .. } => panic!("lock busy"),
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["build", "--store", &t.uri, &t.print(&drv), "--no-out-link"])
+        .args(["--option", "build-poll-interval", "1"])
+        .env_clear()
+        .env("TMPDIR", t.tmp())
+        .env("NIX_CONF_DIR", t.root().join("conf"))
+        .env("XDG_CONFIG_HOME", t.root().join("conf"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "warning: waiting for lock on '{}'\n",
+            t.out_str(&drv, "out")
+        )
+    );
+    assert!(!t.is_valid(&out));
+    drop(locks);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(
+        rest.contains(&format!("building '{}'...", t.print(&drv))),
+        "{rest}"
+    );
+    assert!(t.is_valid(&out));
+}
