@@ -246,6 +246,9 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<(), AppError> {
 
 /// Runs `drover build`; its exit status.
 pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
+    // Files drover writes for builders (passAsFile, .attrs.*) get the modes Nix gives them:
+    // Nix runs with umask 022.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let settings = args.settings()?;
     let store = Arc::new(args.store.open()?);
     if store.config().is_diverted() {
