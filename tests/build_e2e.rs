@@ -371,6 +371,26 @@ fn max_log_size_stops_a_chatty_builder() {
         "{}",
         r.stderr
     );
+    // A builder that never ends a line is stopped too.
+    let endless = t.drv(
+        "endless",
+        &["out"],
+        "busybox yes | busybox tr -d '\\n'",
+        &[],
+        &[],
+    );
+    let r = t.build(&[
+        &t.print(&endless),
+        "--option",
+        "max-build-log-size",
+        "1000",
+        "--no-out-link",
+    ]);
+    assert_eq!(r.code, 1, "{}", &r.stderr[..r.stderr.len().min(2000)]);
+    assert!(
+        r.stderr
+            .contains("killed after writing more than 1000 bytes of log output")
+    );
 }
 
 #[test]
