@@ -122,18 +122,11 @@ impl Place {
         let drvs = self.instantiate(nix, attrs);
         let mut cmd = match engine {
             Engine::Nix => {
-                let mut c = Command::new("nix-store");
-                c.arg("--store").arg(self.uri()).arg("--realise").args([
-                    "--option",
-                    "substituters",
-                    "",
-                    "--option",
-                    "build-users-group",
-                    "",
-                    "--option",
-                    "sandbox",
-                    "false",
-                ]);
+                let mut c = common::nix_command("nix-store");
+                c.arg("--store")
+                    .arg(self.uri())
+                    .arg("--realise")
+                    .args(["--option", "sandbox", "false"]);
                 c
             }
             Engine::Drover => {
@@ -194,9 +187,8 @@ impl Place {
 
     /// Every valid path but the `.drv` files and sources, as real Nix reads the store.
     fn path_infos(&self) -> BTreeMap<String, Value> {
-        let out = Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command", "path-info"])
-            .args(["--option", "substituters", ""])
+        let out = common::nix_command("nix")
+            .arg("path-info")
             .arg("--store")
             .arg(self.uri())
             .args(["--json", "--all"])
