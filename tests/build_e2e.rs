@@ -229,8 +229,11 @@ fn a_failing_builder_is_reported_as_nix_does_and_its_log_kept() {
     let expected = format!("fails> line 12\nerror: builder for '{p}' failed with exit code 3\n");
     assert!(r.stderr.ends_with(&expected), "{}", r.stderr);
     assert!(
+        r.stderr.starts_with(&format!(
+            "this derivation will be built:\n  {p}\nbuilding '{p}'...\nfails> line 1\n"
+        )),
+        "{}",
         r.stderr
-            .starts_with(&format!("building '{p}'...\nfails> line 1\n"))
     );
     assert!(!r.stderr.contains("setPhase"), "{}", r.stderr);
     assert!(t.build_dirs().is_empty(), "{:?}", t.build_dirs());
@@ -663,12 +666,15 @@ fn a_build_waits_for_an_output_lock_another_process_holds() {
         .spawn()
         .unwrap();
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
+    let mut head = String::new();
+    for _ in 0..3 {
+        stderr.read_line(&mut head).unwrap();
+    }
     assert_eq!(
-        line,
+        head,
         format!(
-            "warning: waiting for lock on '{}'\n",
+            "this derivation will be built:\n  {}\nwarning: waiting for lock on '{}'\n",
+            t.print(&drv),
             t.out_str(&drv, "out")
         )
     );
