@@ -690,3 +690,59 @@ fn a_build_waits_for_an_output_lock_another_process_holds() {
     );
     assert!(t.is_valid(&out));
 }
+
+#[test]
+fn settings_come_from_nix_conf_then_drover_conf_then_the_command_line() {
+    let mut t = TestStore::new();
+    let conf = t.root().join("conf");
+    std::fs::write(
+        conf.join("nix.conf"),
+        "cores = 5\nkeep-failed = true\nno-such-thing = 1\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(conf.join("drover")).unwrap();
+    std::fs::write(conf.join("drover/drover.conf"), "cores = 7\n").unwrap();
+    let drv = t.drv(
+        "conf",
+        &["out"],
+        "echo cores=$NIX_BUILD_CORES; exit 1",
+        &[],
+        &[],
+    );
+    let r = t.build(&[&t.print(&drv), "--no-out-link"]);
+    assert_eq!(r.code, 100);
+    assert!(
+        r.stderr
+            .starts_with("warning: unknown setting 'no-such-thing'\n"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("conf> cores=7\n"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("note: keeping build directory"),
+        "{}",
+        r.stderr
+    );
+    let r = t.build(&[
+        &t.print(&drv),
+        "--no-out-link",
+        "--option",
+        "cores",
+        "9",
+        "--cores",
+        "11",
+    ]);
+    assert!(r.stderr.contains("conf> cores=11\n"), "{}", r.stderr);
+    let r = t.build(&[
+        &t.print(&drv),
+        "--no-out-link",
+        "--option",
+        "keep-failed",
+        "false",
+    ]);
+    assert!(
+        !r.stderr.contains("note: keeping build directory"),
+        "{}",
+        r.stderr
+    );
+}
