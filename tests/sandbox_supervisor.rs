@@ -240,3 +240,20 @@ fn zombie(pid: i32) -> bool {
             .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
     })
 }
+
+#[tokio::test]
+async fn an_idle_supervisor_that_died_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisors();
+    let (out, status) = run(&sup, &spec(dir.path(), "echo $PPID"), None).await;
+    assert_eq!(status, 0);
+    let supervisor: i32 = out.trim().parse().unwrap();
+    // SAFETY: killing the (idle) supervisor this test started.
+    unsafe { libc::kill(supervisor, libc::SIGKILL) };
+    while alive(supervisor) && !zombie(supervisor) {
+        std::thread::yield_now();
+    }
+    let (out, status) = run(&sup, &spec(dir.path(), "echo $PPID"), None).await;
+    assert_eq!(status, 0);
+    assert_ne!(out.trim().parse::<i32>().unwrap(), supervisor);
+}
