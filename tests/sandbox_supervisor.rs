@@ -97,6 +97,26 @@ async fn output_status_environment_and_reuse() {
 }
 
 #[tokio::test]
+async fn a_builder_inherits_no_descriptor_but_stdin_stdout_and_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    // A descriptor drover left open by mistake (no close-on-exec).
+    let leak = std::fs::File::open("/dev/null").unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&leak);
+    // SAFETY: clearing FD_CLOEXEC on a descriptor we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let (out, status) = run(
+        &supervisors(),
+        &spec(dir.path(), "busybox ls /proc/self/fd"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 0);
+    // 0, 1, 2 and the descriptor `ls` opened to list the directory.
+    assert_eq!(out.lines().count(), 4, "{out}");
+    drop(leak);
+}
+
+#[tokio::test]
 async fn a_detached_daemon_does_not_outlive_its_build() {
     let dir = tempfile::tempdir().unwrap();
     let sup = supervisors();
@@ -182,4 +202,58 @@ async fn dropping_a_running_build_kills_it() {
         waited += 1;
         assert!(waited < 50_000_000, "builder {pid} survived");
     }
+}
+
+#[tokio::test]
+async fn a_builder_dies_with_its_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisors();
+    let s = spec(dir.path(), "echo go; exec busybox sleep 1000");
+    let Started::Running(mut b) = sup.start(&s).await.unwrap() else {
+        panic!("not started");
+    };
+    let pid = b.pid() as i32;
+    let mut buf = [0u8; 64];
+    assert_eq!(b.next(&mut buf).await.unwrap(), BuilderEvent::Output(3));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_ascii_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: killing the supervisor this test started.
+    unsafe { libc::kill(ppid, libc::SIGKILL) };
+    assert!(b.next(&mut buf).await.is_err(), "the supervisor is gone");
+    let mut waited = 0u64;
+    while alive(pid) && !zombie(pid) {
+        std::thread::yield_now();
+        waited += 1;
+        assert!(waited < 50_000_000, "builder {pid} survived its supervisor");
+    }
+}
+
+/// Whether a process has exited but not been reaped yet.
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test]
+async fn an_idle_supervisor_that_died_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisors();
+    let (out, status) = run(&sup, &spec(dir.path(), "echo $PPID"), None).await;
+    assert_eq!(status, 0);
+    let supervisor: i32 = out.trim().parse().unwrap();
+    // SAFETY: killing the (idle) supervisor this test started.
+    unsafe { libc::kill(supervisor, libc::SIGKILL) };
+    while alive(supervisor) && !zombie(supervisor) {
+        std::thread::yield_now();
+    }
+    let (out, status) = run(&sup, &spec(dir.path(), "echo $PPID"), None).await;
+    assert_eq!(status, 0);
+    assert_ne!(out.trim().parse::<i32>().unwrap(), supervisor);
 }

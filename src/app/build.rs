@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::app::AppError;
 use crate::app::plain::PlainPrinter;
@@ -245,6 +246,9 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<(), AppError> {
 
 /// Runs `drover build`; its exit status.
 pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
+    // Files drover writes for builders (passAsFile, .attrs.*) get the modes Nix gives them:
+    // Nix runs with umask 022.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let settings = args.settings()?;
     let store = Arc::new(args.store.open()?);
     if store.config().is_diverted() {
@@ -263,6 +267,7 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
     for w in &settings.warnings {
         eprintln!("warning: {w}");
     }
+    print_missing(&store, &wanted)?;
     let supervisors = Supervisors::new(
         Supervisors::current_exe().map_err(|e| AppError::io("finding", Path::new("drover"), e))?,
     );
@@ -274,8 +279,12 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
     let scheduler = Scheduler::new(settings.scheduler_settings(store.store_dir()));
     let targets: Vec<Target> = wanted.iter().map(|w| w.target.clone()).collect();
     let mode = args.mode();
+    // Preparing and registering builds runs on blocking threads: a few per CPU keep the CPUs
+    // busy, more only cost memory (each thread gets its own allocator heap).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(2 * cpus)
         .build()
         .map_err(|e| AppError::io("starting", Path::new("the runtime"), e))?;
     let exit_status = runtime.block_on(async move {
@@ -295,17 +304,16 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
             }
             err.flush()
         });
-        // The first Ctrl-C cancels the run (builders are killed, build directories cleaned
-        // up); a second one ends drover at once.
+        // The first interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the run: builders are killed
+        // and build directories cleaned up. A second one ends drover at once.
         let interrupts = handle.clone();
+        let mut signals = Interrupts::new()?;
         let ctrl_c = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("error: interrupted by the user");
-                interrupts.send(RunCommand::CancelAll);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(1);
-                }
-            }
+            signals.next().await;
+            eprintln!("error: interrupted by the user");
+            interrupts.send(RunCommand::CancelAll);
+            signals.next().await;
+            std::process::exit(1);
         });
         drop(handle);
         let mut outcome = driver.run(&targets, mode).await;
@@ -322,6 +330,65 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
     }
     finish_outputs(&store, args, &wanted)?;
     Ok(0)
+}
+
+/// The signals that interrupt a build.
+struct Interrupts {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Interrupts {
+    fn new() -> Result<Interrupts, AppError> {
+        let listen =
+            |kind| signal(kind).map_err(|e| AppError::io("handling", Path::new("signals"), e));
+        Ok(Interrupts {
+            int: listen(SignalKind::interrupt())?,
+            term: listen(SignalKind::terminate())?,
+            hup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next one.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}
+
+/// Says what will be built, as nix-build does before it starts.
+fn print_missing(store: &LocalStore, wanted: &[Wanted]) -> Result<(), AppError> {
+    let mut drvs = Vec::new();
+    let mut paths = Vec::new();
+    for w in wanted {
+        match &w.target {
+            Target::Derivation { drv, outputs } => drvs.push((drv.clone(), outputs.clone())),
+            Target::Path(p) => paths.push(p.clone()),
+        }
+    }
+    let missing = store.query_missing(&drvs, &paths)?;
+    let mut text = String::new();
+    match missing.will_build.len() {
+        0 => {}
+        1 => text.push_str("this derivation will be built:\n"),
+        n => text.push_str(&format!("these {n} derivations will be built:\n")),
+    }
+    for d in store.sort_for_printing(&missing.will_build)? {
+        text.push_str(&format!("  {}\n", store.print(&d)));
+    }
+    if !missing.unknown.is_empty() {
+        text.push_str("don't know how to build these paths:\n");
+        for p in &missing.unknown {
+            text.push_str(&format!("  {}\n", store.print(p)));
+        }
+    }
+    std::io::stderr()
+        .write_all(text.as_bytes())
+        .map_err(|e| AppError::io("writing to", Path::new("standard error"), e))
 }
 
 /// Prints the built outputs and creates their out-links.

@@ -168,6 +168,13 @@ impl Supervisor {
     fn new() -> Result<Supervisor, String> {
         // SAFETY: plain system calls on this (single-threaded) process.
         unsafe {
+            // Nothing drover may have left open reaches a builder (Nix's `closeMostFDs`).
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             // Out of drover's process group: terminal signals are drover's to handle.
             libc::setsid();
             if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) != 0 {
@@ -252,6 +259,8 @@ impl Supervisor {
         if unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
             return Err(os_error("creating a pipe"));
         }
+        // SAFETY: getpid has no preconditions.
+        let supervisor = unsafe { libc::getpid() };
         // SAFETY: this process is single-threaded, so the child may use anything, the
         // allocator included.
         let pid = unsafe { libc::fork() };
@@ -262,7 +271,7 @@ impl Supervisor {
         }
         if pid == 0 {
             close(report[0]);
-            let failure = setup_child(exec, log_fd);
+            let failure = setup_child(exec, log_fd, supervisor);
             let _ = write_all(report[1], failure.as_bytes());
             // SAFETY: leaving the forked child.
             unsafe { libc::_exit(1) };
@@ -547,10 +556,15 @@ fn children() -> Vec<i32> {
 
 /// In the forked child: sets up the builder and executes it. Returns only on a setup
 /// failure, with its message; a failure to execute the program goes to the build log.
-fn setup_child(exec: &Exec, log_fd: RawFd) -> String {
+fn setup_child(exec: &Exec, log_fd: RawFd, supervisor: libc::pid_t) -> String {
     // SAFETY: system calls on the forked child's own state; the supervisor is single-threaded,
     // so allocating after the fork is sound.
     unsafe {
+        // Should the supervisor itself die, the builder goes with it.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        if libc::getppid() != supervisor {
+            libc::_exit(1);
+        }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());

@@ -1,5 +1,5 @@
 //! Real builds, as Nix 2.8's `LocalDerivationGoal` does them: given a [`BuildRequest`], prepare
-//! the build directory and environment ([`prepare`], [`env`]), run the builder under its
+//! the build directory and environment ([`prepare`], [`mod@env`]), run the builder under its
 //! supervisor and stream its log ([`Builder::run`]), then check and register the outputs
 //! ([`outputs`]). The scheduler decides *when* to build; this module does the building.
 //!
@@ -55,31 +55,22 @@ pub struct BuildSettings {
     pub impersonate_linux_26: bool,
 }
 
-/// Why a build step failed, in Nix's terms: a `BuildError` (the derivation or its outputs
-/// are at fault; `InputRejected` before the build, `OutputRejected` after), a
-/// `NotDeterministic`, or any other error (`MiscFailure`).
+/// Why preparing a build failed, in Nix's terms: a `BuildError` (the derivation is at fault:
+/// the build is `InputRejected`) or any other error (`MiscFailure`).
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum BuildError {
     #[error("{0}")]
     Rejected(String),
     #[error("{0}")]
-    NotDeterministic(String),
-    #[error("{0}")]
     Other(String),
 }
 
 impl BuildError {
-    pub fn other(e: impl std::fmt::Display) -> BuildError {
-        BuildError::Other(e.to_string())
-    }
-
     /// The outcome of a failure before the builder ran.
     pub fn before_build(self) -> BuildOutcome {
         match self {
             BuildError::Rejected(message) => BuildOutcome::InputRejected { message },
-            BuildError::NotDeterministic(message) | BuildError::Other(message) => {
-                BuildOutcome::MiscFailure { message }
-            }
+            BuildError::Other(message) => BuildOutcome::MiscFailure { message },
         }
     }
 }

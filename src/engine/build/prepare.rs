@@ -2,9 +2,9 @@
 //! without a sandbox: check that this machine can build the derivation, delete stale invalid
 //! outputs and choose where each output is written ([`register::prepare_outputs`]: its own
 //! path, or a scratch path when the real one is valid or being repaired, with Nix's hash
-//! rewriting), create the build directory
-//! `nix-build-<drv name>-<n>`, compute the environment and write the files it refers to, open
-//! the log file, and describe the builder as a [`SandboxSpec`].
+//! rewriting), create the build directory `nix-build-<drv name>-<n>`, compute the environment
+//! and write the files it refers to, open the log file, and describe the builder as a
+//! [`SandboxSpec`].
 
 use std::collections::BTreeSet;
 use std::fs::DirBuilder;
@@ -37,14 +37,6 @@ pub struct Prepared {
     pub spec: SandboxSpec,
     /// The log file, when logs are kept.
     pub log: Option<LogWriter>,
-}
-
-/// The derivation's name (its `.drv` path's name without `.drv`).
-pub fn drv_name(drv_path: &StorePath) -> &str {
-    drv_path
-        .name()
-        .strip_suffix(".drv")
-        .unwrap_or(drv_path.name())
 }
 
 /// Nix's `createTempDir(root, prefix, false, false, 0700)`: the first free `<prefix>-<n>`.
@@ -246,7 +238,12 @@ impl Prepared {
             namespaces: None,
         };
         let log = if settings.keep_build_log {
-            Some(store.create_log(&request.drv_path).map_err(store_err)?)
+            let log = if settings.compress_build_log {
+                store.create_log(&request.drv_path)
+            } else {
+                store.create_uncompressed_log(&request.drv_path)
+            };
+            Some(log.map_err(store_err)?)
         } else {
             None
         };

@@ -15,6 +15,7 @@ pub mod drover_db;
 pub mod import;
 pub mod locks;
 pub mod logs;
+pub mod missing;
 pub mod temproots;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -498,6 +499,11 @@ impl LocalStore {
     /// Starts writing the build log of `drv`.
     pub fn create_log(&self, drv: &StorePath) -> Result<logs::LogWriter, StoreError> {
         logs::LogWriter::create(&self.config.log_dir, drv)
+    }
+
+    /// Starts writing the build log of `drv` without compressing it.
+    pub fn create_uncompressed_log(&self, drv: &StorePath) -> Result<logs::LogWriter, StoreError> {
+        logs::LogWriter::create_uncompressed(&self.config.log_dir, drv)
     }
 }
 
