@@ -22,7 +22,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
-pub use spec::{Namespaces, Personality, SandboxSpec};
+pub use spec::{BindMount, IdMap, Namespaces, Personality, SandboxFile, SandboxSpec};
 
 use helper::protocol;
 
