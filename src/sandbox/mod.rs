@@ -7,6 +7,7 @@
 //! derivations (layer rule 5).
 
 pub mod helper;
+pub mod linux;
 pub mod spec;
 
 use std::io::{self, IoSlice};
