@@ -15,6 +15,7 @@ pub mod outputs;
 pub mod parsed;
 pub mod prepare;
 pub mod register;
+pub mod sandbox;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -52,6 +53,8 @@ pub struct BuildSettings {
     pub compress_build_log: bool,
     /// `impersonate-linux-26`.
     pub impersonate_linux_26: bool,
+    /// `sandbox` and its companions.
+    pub sandbox: sandbox::SandboxSettings,
 }
 
 /// Why a build step failed, in Nix's terms: a `BuildError` (the derivation or its outputs
