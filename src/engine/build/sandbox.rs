@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::engine::format::{StoreDir, StorePath};
 use crate::engine::settings::SandboxMode;
@@ -225,7 +226,13 @@ pub fn decide(
             warning: None,
         });
     }
-    fallback(settings, &printed, diverted, namespaces_available())
+    let mut decision = fallback(settings, &printed, diverted, namespaces_available())?;
+    // One warning per run is enough.
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if decision.warning.is_some() && WARNED.swap(true, Ordering::Relaxed) {
+        decision.warning = None;
+    }
+    Ok(decision)
 }
 
 /// The `sandbox-fallback` policy once the sandbox is wanted and the probe answered.
