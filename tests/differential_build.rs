@@ -12,6 +12,7 @@
 //! structured attributes) into their outputs. Builders are `/bin/busybox`.
 
 mod common;
+mod sandbox_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -473,4 +474,105 @@ fn builders_see_the_same_environment_and_files() {
         structured.contains(".attrs.json\n.attrs.sh\n"),
         "{structured}"
     );
+}
+
+/// Both engines sandboxed (`sandbox = true`, `/bin/sh` and `/bin/busybox` bound from the host).
+const SANDBOXED: &[&str] = &[
+    "--option",
+    "sandbox",
+    "true",
+    "--option",
+    "sandbox-paths",
+    "/bin/sh=/bin/busybox /bin/busybox",
+];
+
+fn with_sandbox(flags: &[&'static str]) -> Vec<&'static str> {
+    SANDBOXED.iter().chain(flags).copied().collect()
+}
+
+#[test]
+fn sandboxed_graphs_match_nix_sandboxed() {
+    if !common::require_nix() || !sandbox_support::require_namespaces() {
+        return;
+    }
+    let p = Place::new("sandboxed");
+    let nix = p.generate(
+        "random.nix",
+        &[
+            "--shape",
+            "random",
+            "-n",
+            "25",
+            "--seed",
+            "7",
+            "--out-dir",
+            "--fod",
+            "3",
+            "--extras",
+            "--multi-output",
+        ],
+    );
+    let (n, d) = p.compare(&nix, &[], &with_sandbox(&["-j", "4"]));
+    assert_eq!(n.code, 0, "{}", n.stderr);
+    assert!(n.paths.len() > 25, "{} paths", n.paths.len());
+    assert!(!d.stderr.contains("warning"), "{}", d.stderr);
+    let fail = p.generate(
+        "fail.nix",
+        &["--shape", "random", "-n", "12", "--seed", "4", "--fail", "5"],
+    );
+    let (n, _) = p.compare(&fail, &[], &with_sandbox(&["-k", "-j", "2"]));
+    assert_eq!(n.code, 100, "{}", n.stderr);
+    let bad = p.generate("bad.nix", &["--shape", "wide", "-n", "2", "--bad-fod"]);
+    let (n, _) = p.compare(&bad, &[], &with_sandbox(&["-k"]));
+    assert_eq!(n.code, 102, "{}", n.stderr);
+}
+
+/// Builders that write down what they see of the sandbox: equal NAR hashes mean the same
+/// users, names, directories, files, devices and network, byte for byte.
+#[test]
+fn sandboxed_builders_see_what_nix_s_see() {
+    if !common::require_nix() || !sandbox_support::require_namespaces() {
+        return;
+    }
+    let p = Place::new("sandbox-view");
+    let nix = p.write(
+        "view.nix",
+        r#"let
+          sys = builtins.currentSystem;
+          bb = "/bin/busybox";
+          dep = derivation { name = "dep"; system = sys; builder = bb; args = [ "sh" "-c" "mkdir $out; echo dep > $out/f" ]; };
+          look = ''
+            {
+            echo "pid $$"; id; hostname; cat /proc/sys/kernel/domainname; pwd
+            env | sort
+            ls / /dev /etc $NIX_STORE /build /tmp
+            stat -c '%n %a %U %G' / /tmp /build $NIX_STORE /etc/passwd /dev/null /dev/shm /dev/pts
+            cat /etc/passwd /etc/group /etc/hosts /proc/self/uid_map /proc/self/gid_map
+            ip -o addr | cut -d' ' -f2-4
+            cat ${dep}/f
+            ls /proc | grep -c '^[0-9]'
+            echo ok > /tmp/t && cat /tmp/t
+            cat /etc/shadow /nix/store/x 2>/dev/null || echo hidden
+            } > $out 2>&1
+          '';
+        in {
+          view = derivation { name = "view"; system = sys; builder = bb; args = [ "sh" "-c" look ]; };
+        }"#,
+    );
+    let (n, d) = p.compare(&nix, &["view"], &with_sandbox(&[]));
+    assert_eq!(n.code, 0, "{}", n.stderr);
+    let view = std::fs::read_dir(p.base.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|e| e.to_string_lossy().ends_with("-view"))
+        .unwrap();
+    let text = std::fs::read_to_string(view).unwrap();
+    for want in [
+        "pid 1\n",
+        "uid=1000(nixbld) gid=100(nixbld)\nlocalhost\n(none)\n/build\n",
+        "NIX_BUILD_TOP=/build\n",
+        "\nhidden\n",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}\n{}", d.stderr);
+    }
 }
