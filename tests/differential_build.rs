@@ -518,7 +518,9 @@ fn sandboxed_graphs_match_nix_sandboxed() {
     assert!(!d.stderr.contains("warning"), "{}", d.stderr);
     let fail = p.generate(
         "fail.nix",
-        &["--shape", "random", "-n", "12", "--seed", "4", "--fail", "5"],
+        &[
+            "--shape", "random", "-n", "12", "--seed", "4", "--fail", "5",
+        ],
     );
     let (n, _) = p.compare(&fail, &[], &with_sandbox(&["-k", "-j", "2"]));
     assert_eq!(n.code, 100, "{}", n.stderr);
@@ -573,6 +575,10 @@ fn sandboxed_builders_see_what_nix_s_see() {
         "NIX_BUILD_TOP=/build\n",
         "\nhidden\n",
     ] {
-        assert!(text.contains(want), "{want:?} not in:\n{text}\n{}", d.stderr);
+        assert!(
+            text.contains(want),
+            "{want:?} not in:\n{text}\n{}",
+            d.stderr
+        );
     }
 }

@@ -476,7 +476,8 @@ mod tests {
         assert!(s.check_supported().is_ok());
         let mut t = s.clone();
         t.set("sandbox", "relaxed").unwrap();
-        t.set("extra-sandbox-paths", "/bin/sh=/bin/busybox").unwrap();
+        t.set("extra-sandbox-paths", "/bin/sh=/bin/busybox")
+            .unwrap();
         assert!(t.set("sandbox-fallback", "no").is_err());
         let b = t.build_settings();
         assert_eq!(b.sandbox.mode, SandboxMode::Relaxed);

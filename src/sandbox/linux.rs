@@ -98,7 +98,9 @@ pub fn release(pid: i32, ns: &Namespaces, sync: RawFd) -> Result<(), String> {
     let write = |file: &str, text: String| {
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, text).map_err(|e| {
-            let text = e.raw_os_error().map_or(e.to_string(), |n| error_text(n).into());
+            let text = e
+                .raw_os_error()
+                .map_or(e.to_string(), |n| error_text(n).into());
             format!("writing '{path}': {text}")
         })
     };
@@ -106,9 +108,7 @@ pub fn release(pid: i32, ns: &Namespaces, sync: RawFd) -> Result<(), String> {
         .and_then(|()| write("setgroups", "deny".into()))
         .and_then(|()| write("gid_map", format!("{} {} 1", ns.gid.inside, ns.gid.outside)))
         .and_then(|()| {
-            write_all(sync, b"1").map_err(|e| {
-                format!("releasing the builder: {}", error_text(e))
-            })
+            write_all(sync, b"1").map_err(|e| format!("releasing the builder: {}", error_text(e)))
         });
     close(sync);
     result
@@ -227,7 +227,9 @@ fn bind(source: &Path, target: &Path, optional: bool) -> Result<bool, String> {
         Ok(m) => m,
         Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => {
-            let text = e.raw_os_error().map_or(e.to_string(), |n| error_text(n).into());
+            let text = e
+                .raw_os_error()
+                .map_or(e.to_string(), |n| error_text(n).into());
             return Err(format!(
                 "getting attributes of path '{}': {text}",
                 source.display()
@@ -246,14 +248,7 @@ fn bind(source: &Path, target: &Path, optional: bool) -> Result<bool, String> {
         }
     }
     let (s, t) = (cstring(source)?, cstring(target)?);
-    mount(
-        Some(&s),
-        &t,
-        Some(c""),
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .map_err(|e| {
+    mount(Some(&s), &t, Some(c""), libc::MS_BIND | libc::MS_REC, None).map_err(|e| {
         sys_error(
             format!(
                 "bind mount from '{}' to '{}' failed",
@@ -412,11 +407,7 @@ fn assemble_root(ns: &Namespaces) -> Result<(), String> {
             read_only.push(target);
         }
     }
-    bind(
-        &ns.build_dir,
-        &under(root, &ns.sandbox_build_dir),
-        false,
-    )?;
+    bind(&ns.build_dir, &under(root, &ns.sandbox_build_dir), false)?;
 
     let proc = at("/proc");
     mkdirs(&proc, 0o555)?;
@@ -510,14 +501,8 @@ pub fn enter(ns: &Namespaces, sync: RawFd) -> Result<(), String> {
     set_names(ns)?;
     // Mounts may be shared with the host (systemd makes them so): make ours private
     // before anything is mounted.
-    mount(
-        None,
-        c"/",
-        None,
-        libc::MS_PRIVATE | libc::MS_REC,
-        None,
-    )
-    .map_err(|e| sys_error("unable to make '/' private".into(), e))?;
+    mount(None, c"/", None, libc::MS_PRIVATE | libc::MS_REC, None)
+        .map_err(|e| sys_error("unable to make '/' private".into(), e))?;
     assemble_root(ns)?;
     pivot(ns)?;
     if ns.seccomp {
@@ -685,10 +670,12 @@ pub mod seccomp {
     /// Installs the filter on this process (and `no_new_privs`, unless allowed).
     pub fn install(allow_new_privileges: bool) -> Result<(), String> {
         let Some(arches) = native() else {
-            return Err("seccomp is not supported on this platform; you can bypass this error \
+            return Err(
+                "seccomp is not supported on this platform; you can bypass this error \
                         by setting the option 'filter-syscalls' to false, but note that \
                         untrusted builds can then create setuid binaries!"
-                .into());
+                    .into(),
+            );
         };
         let prog = program(arches);
         let fprog = libc::sock_fprog {
@@ -776,10 +763,16 @@ pub mod seccomp {
                 assert_eq!(run(&prog, arch.audit, 1, [0o4755; 6]), allow);
             }
             // x32 numbers on x86_64 are the same calls with bit 30 set.
-            assert_eq!(run(&prog, X86_64.audit, 90 | X32_BIT, [0, 0o4755, 0, 0, 0, 0]), eperm);
+            assert_eq!(
+                run(&prog, X86_64.audit, 90 | X32_BIT, [0, 0o4755, 0, 0, 0, 0]),
+                eperm
+            );
             assert_eq!(run(&prog, X86_64.audit, 188 | X32_BIT, [0; 6]), enotsup);
             // Numbers of one architecture mean nothing on another.
-            assert_eq!(run(&prog, AARCH64.audit, 90, [0, 0o4755, 0, 0, 0, 0]), allow);
+            assert_eq!(
+                run(&prog, AARCH64.audit, 90, [0, 0o4755, 0, 0, 0, 0]),
+                allow
+            );
             assert_eq!(run(&prog, 0x1234, 90, [0, 0o4755, 0, 0, 0, 0]), allow);
         }
     }

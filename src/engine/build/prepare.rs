@@ -206,16 +206,14 @@ impl Prepared {
         let caller_env = |name: &str| std::env::var(name).ok();
         let namespaces = if sandbox.sandboxed {
             let scratch: Vec<StorePath> = outputs.iter().map(|o| o.scratch.clone()).collect();
-            let kvm = settings.system_features.contains("kvm");
             let ns = sandbox::namespaces(
-                &settings.sandbox,
+                settings,
                 store,
                 &request.drv_path,
                 &parsed_drv,
                 &input_paths,
                 &scratch,
                 &tmp_dir,
-                kvm,
             )?;
             for o in &mut outputs {
                 o.location = sandbox::output_location(&ns, Path::new(&store.print(&o.scratch)));

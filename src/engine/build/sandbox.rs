@@ -22,8 +22,8 @@ use crate::engine::settings::SandboxMode;
 use crate::engine::store::{ClosureFlags, LocalStore};
 use crate::sandbox::{BindMount, IdMap, Namespaces, SandboxFile};
 
-use super::BuildError;
 use super::parsed::ParsedDrv;
+use super::{BuildError, BuildSettings};
 
 /// The sandbox settings of `nix.conf`, with Nix's defaults (but `sandbox`, see
 /// `engine::settings`; `sandbox-paths` is empty as in Nix built without a sandbox shell).
@@ -85,16 +85,14 @@ impl SandboxSettings {
             "sandbox-paths" | "build-chroot-dirs" | "build-sandbox-paths" => {
                 self.paths = words(value).collect()
             }
-            "extra-sandbox-paths"
-            | "extra-build-chroot-dirs"
-            | "extra-build-sandbox-paths" => self.paths.extend(words(value)),
+            "extra-sandbox-paths" | "extra-build-chroot-dirs" | "extra-build-sandbox-paths" => {
+                self.paths.extend(words(value))
+            }
             "sandbox-fallback" => result = parse_bool(value).map(|b| self.fallback = b),
             "sandbox-build-dir" => self.build_dir = PathBuf::from(value),
             "sandbox-dev-shm-size" => self.dev_shm_size = value.to_owned(),
             "allowed-impure-host-deps" => self.allowed_impure_host_deps = words(value).collect(),
-            "extra-allowed-impure-host-deps" => {
-                self.allowed_impure_host_deps.extend(words(value))
-            }
+            "extra-allowed-impure-host-deps" => self.allowed_impure_host_deps.extend(words(value)),
             "filter-syscalls" => result = parse_bool(value).map(|b| self.filter_syscalls = b),
             "allow-new-privileges" => {
                 result = parse_bool(value).map(|b| self.allow_new_privileges = b)
@@ -467,15 +465,16 @@ pub fn sandbox_paths_closure(
 /// What the build preparation calls once the build directory exists: the sandbox of the
 /// build (see [`plan`]) with this host's facts, after clearing a stale chroot directory.
 pub fn namespaces(
-    settings: &SandboxSettings,
+    build_settings: &BuildSettings,
     store: &LocalStore,
     drv_path: &StorePath,
     parsed: &ParsedDrv<'_>,
     input_paths: &BTreeSet<StorePath>,
     outputs: &[StorePath],
     tmp_dir: &Path,
-    kvm: bool,
 ) -> Result<Namespaces, BuildError> {
+    let settings = &build_settings.sandbox;
+    let kvm = build_settings.system_features.contains("kvm");
     let drv = parsed.derivation();
     let pure = drv
         .derivation_type()
@@ -607,7 +606,9 @@ mod tests {
         s.set("extra-build-chroot-dirs", "/d?").unwrap().unwrap();
         s.set("sandbox-build-dir", "/sandbox").unwrap().unwrap();
         s.set("sandbox-dev-shm-size", "1g").unwrap().unwrap();
-        s.set("allowed-impure-host-deps", "/usr/lib").unwrap().unwrap();
+        s.set("allowed-impure-host-deps", "/usr/lib")
+            .unwrap()
+            .unwrap();
         s.set("filter-syscalls", "false").unwrap().unwrap();
         s.set("allow-new-privileges", "true").unwrap().unwrap();
         assert!(!s.fallback && !s.filter_syscalls && s.allow_new_privileges);
@@ -695,8 +696,16 @@ mod tests {
                 s("/dev/zero", "/dev/zero", false),
                 s("/etc/ssl", "/nix/store/x/ssl", true),
                 // Physical paths at their logical place; the output is not bound.
-                s(&format!("/nix/store/{A}"), &format!("/root/nix/store/{A}"), false),
-                s(&format!("/nix/store/{B}"), &format!("/root/nix/store/{B}"), false),
+                s(
+                    &format!("/nix/store/{A}"),
+                    &format!("/root/nix/store/{A}"),
+                    false
+                ),
+                s(
+                    &format!("/nix/store/{B}"),
+                    &format!("/root/nix/store/{B}"),
+                    false
+                ),
                 s("/usr/lib/opt", "/usr/lib/opt", true),
             ]
         );
@@ -705,7 +714,10 @@ mod tests {
         assert!(ns.protect_proc && !ns.allow_new_privileges);
         assert_eq!(ns.dev_shm_size.as_deref(), Some("50%"));
         assert_eq!((ns.uid.inside, ns.gid.inside), (1000, 100));
-        assert_eq!((ns.hostname.as_str(), ns.domainname.as_str()), ("localhost", "(none)"));
+        assert_eq!(
+            (ns.hostname.as_str(), ns.domainname.as_str()),
+            ("localhost", "(none)")
+        );
         let file = |name: &str| {
             ns.files
                 .iter()
@@ -738,8 +750,14 @@ mod tests {
         let t = targets(&ns);
         assert!(t.iter().any(|b| b.0 == "/etc/resolv.conf"));
         assert!(t.iter().any(|b| b.0 == "/etc/hosts"));
-        assert!(t.iter().any(|b| b.0 == "/dev/kvm"), "kvm feature and device");
-        assert!(!t.iter().any(|b| b.0 == "/etc/services"), "absent on the host");
+        assert!(
+            t.iter().any(|b| b.0 == "/dev/kvm"),
+            "kvm feature and device"
+        );
+        assert!(
+            !t.iter().any(|b| b.0 == "/etc/services"),
+            "absent on the host"
+        );
         let names: Vec<_> = ns.files.iter().map(|f| f.target.clone()).collect();
         assert_eq!(
             names,
@@ -765,15 +783,23 @@ mod tests {
                  it was not in allowed-impure-host-deps"
             )
         );
-        s.set("allowed-impure-host-deps", "/usr/./lib/").unwrap().unwrap();
+        s.set("allowed-impure-host-deps", "/usr/./lib/")
+            .unwrap()
+            .unwrap();
         let ns = plan_with(&s, true, &all, &deps).unwrap();
         assert!(!ns.minimal_dev && !ns.devpts);
         let t = targets(&ns);
-        assert!(t.contains(&("/usr/lib/libfoo.so".into(), "/usr/lib/libfoo.so".into(), true)));
+        assert!(t.contains(&(
+            "/usr/lib/libfoo.so".into(),
+            "/usr/lib/libfoo.so".into(),
+            true
+        )));
         assert!(t.iter().any(|b| b.0 == "/dev"));
         assert!(!t.iter().any(|b| b.0 == "/dev/null"));
         // `/usr/libfoo` is not under `/usr/lib`.
-        s.set("allowed-impure-host-deps", "/usr/lib").unwrap().unwrap();
+        s.set("allowed-impure-host-deps", "/usr/lib")
+            .unwrap()
+            .unwrap();
         let deps = vec!["/usr/libfoo".to_owned()];
         assert!(plan_with(&s, true, &all, &deps).is_err());
     }
