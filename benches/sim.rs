@@ -79,12 +79,9 @@ fn peak_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// As in `src/main.rs`: mimalloc's `mi_option_purge_delay`.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+drover::tune_allocator_before_main!();
 
 fn main() {
-    // SAFETY: setting an option is always allowed; it only tunes mimalloc.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let sizes: Vec<u32> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

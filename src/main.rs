@@ -13,21 +13,14 @@ use drover::sandbox::helper::HELPER_ARG;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (its position in `mi_option_e`, mimalloc.h; the Rust
-/// binding has no name for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+drover::tune_allocator_before_main!();
 
 fn main() -> ExitCode {
     // The build supervisor (`drover __build-exec`) runs before anything else: it is started
-    // once per build, so it must be cheap.
+    // once per build slot and forks for every build, so it must stay small.
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(HELPER_ARG)) {
         drover::sandbox::helper::main();
     }
-    // Keep freed pages instead of giving them back to the system: a large run frees and
-    // reuses memory all the time, and each page given back costs a page fault and zeroing
-    // when it is used again. (drover is a batch process; its memory goes at exit.)
-    // SAFETY: setting an option is always allowed; it only tunes mimalloc.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     match run(&cli.command) {
         Ok(status) => ExitCode::from(status),

@@ -371,6 +371,26 @@ fn max_log_size_stops_a_chatty_builder() {
         "{}",
         r.stderr
     );
+    // A builder that never ends a line is stopped too.
+    let endless = t.drv(
+        "endless",
+        &["out"],
+        "busybox yes | busybox tr -d '\\n'",
+        &[],
+        &[],
+    );
+    let r = t.build(&[
+        &t.print(&endless),
+        "--option",
+        "max-build-log-size",
+        "1000",
+        "--no-out-link",
+    ]);
+    assert_eq!(r.code, 1, "{}", &r.stderr[..r.stderr.len().min(2000)]);
+    assert!(
+        r.stderr
+            .contains("killed after writing more than 1000 bytes of log output")
+    );
 }
 
 #[test]
@@ -536,4 +556,131 @@ fn targets_that_are_not_buildable_are_refused() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn an_interrupted_build_kills_its_builders_and_cleans_up() {
+    let mut t = TestStore::new();
+    let root = t.root().display().to_string();
+    let script = format!(
+        "busybox sleep 1000 & echo $! > {root}/child.pid; echo $$ > {root}/builder.pid; wait"
+    );
+    let drv = t.drv("long", &["out"], &script, &[], &[]);
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let _ = std::fs::remove_file(t.root().join("builder.pid"));
+        let _ = std::fs::remove_file(t.root().join("child.pid"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["build", "--store", &t.uri, &t.print(&drv), "--no-out-link"])
+            .env_clear()
+            .env("TMPDIR", t.tmp())
+            .env("NIX_CONF_DIR", t.root().join("conf"))
+            .env("XDG_CONFIG_HOME", t.root().join("conf"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the builder runs (its children are started before it writes its pid).
+        let pid_file = t.root().join("builder.pid");
+        while std::fs::read_to_string(&pid_file).map_or(true, |s| !s.ends_with('\n')) {
+            std::thread::yield_now();
+        }
+        // SAFETY: signalling the drover we started.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("error: interrupted by the user"),
+            "{stderr}"
+        );
+        assert_dead(&t, &["child.pid", "builder.pid"]);
+        assert!(t.build_dirs().is_empty(), "{:?}", t.build_dirs());
+        assert!(!t.is_valid(&t.out(&drv, "out")));
+    }
+}
+
+#[test]
+fn a_failure_on_a_full_disk_says_so() {
+    let mut t = TestStore::new();
+    // A 1 MiB tmpfs as the build directory (needs the right to mount, as root has).
+    let small = t.root().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    let drv = t.drv("full", &["out"], "exit 1", &[], &[]);
+    let small_str = small.display().to_string();
+    let r = t.build_in(
+        &t.root(),
+        &[
+            &t.print(&drv),
+            "--no-out-link",
+            "--option",
+            "build-dir",
+            &small_str,
+        ],
+        &[],
+    );
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    // A transient failure, not a permanent one: exit status 1, not 100.
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "error: builder for '{}' failed with exit code 1\n       note: build failure may \
+             have been caused by lack of free disk space\n",
+            t.print(&drv)
+        )),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_build_waits_for_an_output_lock_another_process_holds() {
+    use std::io::BufRead;
+    let mut t = TestStore::new();
+    let drv = t.drv("locked", &["out"], "echo done > $out", &[], &[]);
+    let out = t.out(&drv, "out");
+    // This test process plays the other Nix holding the output's lock.
+    let locks = match t.store.try_lock_paths(std::slice::from_ref(&out)).unwrap() {
+        drover::engine::store::TryLock::Acquired(l) => l,
+        drover::engine::store::TryLock::Busy { .. } => panic!("lock busy"),
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["build", "--store", &t.uri, &t.print(&drv), "--no-out-link"])
+        .args(["--option", "build-poll-interval", "1"])
+        .env_clear()
+        .env("TMPDIR", t.tmp())
+        .env("NIX_CONF_DIR", t.root().join("conf"))
+        .env("XDG_CONFIG_HOME", t.root().join("conf"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "warning: waiting for lock on '{}'\n",
+            t.out_str(&drv, "out")
+        )
+    );
+    assert!(!t.is_valid(&out));
+    drop(locks);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(
+        rest.contains(&format!("building '{}'...", t.print(&drv))),
+        "{rest}"
+    );
+    assert!(t.is_valid(&out));
 }

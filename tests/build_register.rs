@@ -375,7 +375,14 @@ fn reference_attributes_in_the_environment() {
     let pb = f.store.print(&b);
     let pc = f.store.print(&c);
 
-    let cases: Vec<(&str, String, Vec<&StorePath>, Option<Vec<&StorePath>>)> = vec![
+    // (attribute, value, what the output refers to, the offending paths if rejected)
+    type Case<'a> = (
+        &'a str,
+        String,
+        Vec<&'a StorePath>,
+        Option<Vec<&'a StorePath>>,
+    );
+    let cases: Vec<Case> = vec![
         ("allowedReferences", pa.clone(), vec![&a], None),
         (
             "allowedReferences",
@@ -643,6 +650,45 @@ fn a_fixed_output_hash_mismatch_registers_the_real_path_and_reports_both_hashes(
     assert_eq!(std::fs::read(f.store.real_path(&real)).unwrap(), b"actual");
     assert!(!f.store.is_valid(&out_path(&drv, "out")).unwrap());
     assert!(!f.store.real_path(&out_path(&drv, "out")).exists());
+
+    // Again, now that the real path is valid: the same error, and the copy goes away.
+    let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Normal).unwrap();
+    std::fs::write(&output(&outputs, "out").location, b"actual").unwrap();
+    let result = register(&f.store, &drv_path, &drv, outputs, &BTreeSet::new());
+    assert!(matches!(
+        result,
+        Err(Rejection::OutputRejected {
+            hash_mismatch: true,
+            ..
+        })
+    ));
+    assert_eq!(f.store.path_info(&real).unwrap().nar_hash, info.nar_hash);
+    assert!(!f.store.real_path(&out_path(&drv, "out")).exists());
+}
+
+#[test]
+fn check_mode_of_a_fixed_output() {
+    let f = fixture();
+    let hash = hash_bytes(HashAlgo::Sha1, b"same");
+    let (drv_path, drv) = fixed_drv(&f.store, "fo-check", IngestionMethod::Flat, hash);
+    build_out(&f, &drv_path, &drv, BuildMode::Normal, "same", |_| {}).unwrap();
+    let reg = build_out(&f, &drv_path, &drv, BuildMode::Check, "same", |_| {}).unwrap();
+    assert_eq!(reg.outputs["out"].path, out_path(&drv, "out"));
+    // Other contents are a hash mismatch, and nothing new becomes valid.
+    let before = f.store.query_all_valid_paths().unwrap();
+    let result = build_out(&f, &drv_path, &drv, BuildMode::Check, "other", |_| {});
+    assert!(matches!(
+        result,
+        Err(Rejection::OutputRejected {
+            hash_mismatch: true,
+            ..
+        })
+    ));
+    assert_eq!(f.store.query_all_valid_paths().unwrap(), before);
+    assert_eq!(
+        std::fs::read(f.store.real_path(&out_path(&drv, "out"))).unwrap(),
+        b"same"
+    );
 }
 
 #[test]
@@ -935,4 +981,75 @@ fn repeated_rounds_register_only_at_the_end_and_compare() {
         !check_location(&f.store, &path).exists(),
         ".check removed at the end"
     );
+}
+
+/// With a build user, outputs must be its own; a hard link to someone else's file is
+/// refused, hard links between the outputs are not. Changing owners needs root.
+#[test]
+fn a_build_users_outputs_must_be_its_own() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: changing file owners needs root");
+        return;
+    }
+    const BUILD_UID: u32 = 30001;
+    let f = fixture();
+    let chown = |p: &Path| std::os::unix::fs::lchown(p, Some(BUILD_UID), None).unwrap();
+    let with_uid = |r: &mut RegisterRequest<'_>| r.build_uid = Some(BUILD_UID);
+
+    // Owned by someone else at the top: suspicious.
+    let (drv_path, drv) = ia_drv("foreign", &["out"], &[]);
+    let msg = rejected(build_out(
+        &f,
+        &drv_path,
+        &drv,
+        BuildMode::Normal,
+        "x",
+        with_uid,
+    ));
+    assert!(
+        msg.starts_with("suspicious ownership or permission on"),
+        "{msg}"
+    );
+
+    // A hard link to a file of root's inside: refused.
+    let (drv_path, drv) = ia_drv("smuggler", &["out"], &[]);
+    let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Normal).unwrap();
+    let loc = output(&outputs, "out").location.clone();
+    mkdir(&loc);
+    let secret = f.store.config().state_dir.join("secret");
+    write(&secret, "secret");
+    std::fs::hard_link(&secret, loc.join("shadow")).unwrap();
+    chown(&loc);
+    let mut req = RegisterRequest::new(&drv_path, &drv, outputs, &NO_INPUTS);
+    with_uid(&mut req);
+    match register_outputs(&f.store, req) {
+        Err(Rejection::Misc { message }) => assert_eq!(
+            message,
+            format!(
+                "invalid ownership on file '{}'",
+                loc.join("shadow").display()
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_nothing_valid(&f.store, &drv);
+
+    // Hard links between two outputs of the build user: fine.
+    let (drv_path, drv) = ia_drv("linked", &["out", "dev"], &[]);
+    let outputs = prepare_outputs(&f.store, &drv_path, &drv, BuildMode::Normal).unwrap();
+    let (out, dev) = (
+        output(&outputs, "out").location.clone(),
+        output(&outputs, "dev").location.clone(),
+    );
+    mkdir(&out);
+    mkdir(&dev);
+    write(&out.join("f"), "shared");
+    std::fs::hard_link(out.join("f"), dev.join("g")).unwrap();
+    for p in [&out, &dev, &out.join("f")] {
+        chown(p);
+    }
+    let mut req = RegisterRequest::new(&drv_path, &drv, outputs, &NO_INPUTS);
+    with_uid(&mut req);
+    register_outputs(&f.store, req).unwrap();
+    assert_eq!(std::fs::metadata(dev.join("g")).unwrap().uid(), 0);
 }

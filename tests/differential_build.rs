@@ -36,6 +36,8 @@ struct Outcome {
     paths: BTreeMap<String, Value>,
     /// `error: …` messages (first line of each).
     errors: BTreeSet<String>,
+    /// Build logs: file under the log directory → decompressed contents.
+    logs: BTreeMap<String, Vec<u8>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -121,18 +123,11 @@ impl Place {
         let drvs = self.instantiate(nix, attrs);
         let mut cmd = match engine {
             Engine::Nix => {
-                let mut c = Command::new("nix-store");
-                c.arg("--store").arg(self.uri()).arg("--realise").args([
-                    "--option",
-                    "substituters",
-                    "",
-                    "--option",
-                    "build-users-group",
-                    "",
-                    "--option",
-                    "sandbox",
-                    "false",
-                ]);
+                let mut c = common::nix_command("nix-store");
+                c.arg("--store")
+                    .arg(self.uri())
+                    .arg("--realise")
+                    .args(["--option", "sandbox", "false"]);
                 c
             }
             Engine::Drover => {
@@ -156,6 +151,7 @@ impl Place {
         Outcome {
             code: out.status.code().unwrap_or(-1),
             paths: self.path_infos(),
+            logs: self.logs(),
             errors: stderr
                 .lines()
                 .filter(|l| l.starts_with("error: "))
@@ -165,11 +161,35 @@ impl Place {
         }
     }
 
+    /// Every build log, decompressed, by its file name under `<log>/drvs`.
+    fn logs(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let Ok(dirs) = std::fs::read_dir(self.base.join("log/drvs")) else {
+            return out;
+        };
+        for d in dirs {
+            let d = d.unwrap();
+            for f in std::fs::read_dir(d.path()).unwrap() {
+                let f = f.unwrap();
+                let mut text = Vec::new();
+                let file = std::fs::File::open(f.path()).unwrap();
+                std::io::Read::read_to_end(&mut bzip2::read::MultiBzDecoder::new(file), &mut text)
+                    .unwrap();
+                let name = format!(
+                    "{}/{}",
+                    d.file_name().to_string_lossy(),
+                    f.file_name().to_string_lossy()
+                );
+                out.insert(name, text);
+            }
+        }
+        out
+    }
+
     /// Every valid path but the `.drv` files and sources, as real Nix reads the store.
     fn path_infos(&self) -> BTreeMap<String, Value> {
-        let out = Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command", "path-info"])
-            .args(["--option", "substituters", ""])
+        let out = common::nix_command("nix")
+            .arg("path-info")
             .arg("--store")
             .arg(self.uri())
             .args(["--json", "--all"])
@@ -238,6 +258,7 @@ fn assert_same(n: &Outcome, d: &Outcome) {
         "error messages: nix\n{}\ndrover\n{}",
         n.stderr, d.stderr
     );
+    assert_eq!(n.logs, d.logs, "build logs");
 }
 
 #[test]
@@ -271,6 +292,7 @@ fn chain_wide_and_random_graphs() {
         let (n, _) = p.compare(&nix, &[], &["-j", "4"]);
         assert_eq!(n.code, 0, "{file}: {}", n.stderr);
         assert!(n.paths.len() > 15, "{file}: {} paths", n.paths.len());
+        assert_eq!(n.logs.len(), n.paths.len(), "{file}: one log per build");
     }
 }
 
@@ -398,6 +420,76 @@ fn check_finds_a_nondeterministic_builder() {
     }
     assert_eq!(results[0], results[1]);
     assert_eq!(results[0].0, 104);
+}
+
+#[test]
+fn repeated_and_repaired_builds() {
+    if !common::require_nix() {
+        return;
+    }
+    let p = Place::new("repeat");
+    let nix = p.write(
+        "repeat.nix",
+        r#"{
+          det = derivation { name = "det"; system = builtins.currentSystem; builder = "/bin/busybox";
+                 args = [ "sh" "-c" "echo same > $out" ]; };
+          nd = derivation { name = "nd"; system = builtins.currentSystem; builder = "/bin/busybox";
+                 args = [ "sh" "-c" "busybox cat /proc/sys/kernel/random/uuid > $out" ]; };
+        }"#,
+    );
+    // Two rounds of a deterministic build register it; a nondeterministic one fails.
+    let (n, _) = p.compare(&nix, &["det"], &["--repeat", "1"]);
+    assert_eq!(n.code, 0, "{}", n.stderr);
+    let n = p.run(Engine::Nix, &nix, &["nd"], &["--repeat", "1"]);
+    let d = p.run(Engine::Drover, &nix, &["nd"], &["--repeat", "1"]);
+    assert_eq!(
+        (n.code, &n.errors),
+        (d.code, &d.errors),
+        "{}\n{}",
+        n.stderr,
+        d.stderr
+    );
+    assert_ne!(n.code, 0);
+    // Without enforce-determinism the last round's output is registered and the difference
+    // reported (Nix prints it without the `error: ` drover's plain output puts before it).
+    let flags = ["--repeat", "1", "--option", "enforce-determinism", "false"];
+    let n = p.run(Engine::Nix, &nix, &["nd"], &flags);
+    let d = p.run(Engine::Drover, &nix, &["nd"], &flags);
+    assert_eq!((n.code, d.code), (0, 0), "{}\n{}", n.stderr, d.stderr);
+    assert_eq!(
+        n.paths.keys().collect::<Vec<_>>(),
+        d.paths.keys().collect::<Vec<_>>()
+    );
+    let differs = |o: &Outcome| {
+        o.stderr
+            .lines()
+            .filter(|l| l.contains("differs from previous round"))
+            .map(|l| l.trim_start_matches("error: ").to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(differs(&n), differs(&d));
+    assert_eq!(differs(&n).len(), 1);
+    // --repair rebuilds an output whose contents were damaged.
+    let mut repaired = Vec::new();
+    for engine in [Engine::Nix, Engine::Drover] {
+        let first = p.run(engine, &nix, &["det"], &[]);
+        assert_eq!(first.code, 0);
+        let out = first.paths.keys().next().unwrap().clone();
+        let real = Path::new(&out);
+        let mut perms = std::fs::metadata(real).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+        std::fs::set_permissions(real, perms).unwrap();
+        std::fs::write(real, "damaged\n").unwrap();
+        let again = p.run_again(engine, &nix, &["det"], &["--repair"]);
+        assert_eq!(again.code, 0, "{engine:?}: {}", again.stderr);
+        assert_eq!(
+            std::fs::read_to_string(real).unwrap(),
+            "same\n",
+            "{engine:?}"
+        );
+        repaired.push(again.paths);
+    }
+    assert_eq!(repaired[0], repaired[1]);
 }
 
 /// Builders that copy what they see into their outputs: equal NAR hashes mean Nix and

@@ -195,7 +195,9 @@ fn spec() -> impl Strategy<Value = Spec> {
         ]),
         tricky_bytes().prop_map(|b| [b"/bin/".to_vec(), b].concat()),
         vec(string_attr(), 0..3),
-        vec((env_key(), string_attr()), 0..5),
+        // Distinct keys: a Nix attribute set cannot define one twice.
+        prop::collection::btree_map(env_key(), string_attr(), 0..5)
+            .prop_map(|m| m.into_iter().collect::<Vec<_>>()),
         outputs,
         proptest::option::weighted(0.25, fixed()),
         proptest::option::weighted(0.15, ca()),
@@ -485,18 +487,10 @@ fn output_string(store_dir: &StoreDir, drv: &Ours, output: &str) -> String {
 }
 
 fn nix_command(program: &str) -> Command {
-    let mut c = Command::new(program);
-    c.args([
-        "--option",
-        "substituters",
-        "",
-        "--option",
-        "build-users-group",
-        "",
-    ]);
+    let mut c = common::nix_command(program);
     c.args([
         "--extra-experimental-features",
-        "nix-command ca-derivations impure-derivations",
+        "ca-derivations impure-derivations",
     ]);
     c
 }

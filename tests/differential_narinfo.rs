@@ -19,18 +19,6 @@ use drover::engine::format::narinfo::{NarInfo, NixCacheInfo, nar_url, narinfo_fi
 use drover::engine::format::signature::{PublicKey, PublicKeys, SecretKey};
 use drover::engine::format::{StoreDir, StorePath};
 
-const NIX_OPTS: [&str; 9] = [
-    "--option",
-    "substituters",
-    "",
-    "--option",
-    "build-users-group",
-    "",
-    "--option",
-    "sandbox-fallback",
-    "false",
-];
-
 const WORKLOAD: &str = r#"
 let
   dep = derivation {
@@ -124,12 +112,9 @@ impl Peer {
     }
 
     fn try_run(&self, program: &str, args: &[&str]) -> Output {
-        let mut cmd = Command::new(program);
-        if program == "nix" {
-            cmd.args(["--extra-experimental-features", "nix-command"]);
-        }
-        cmd.args(args)
-            .args(NIX_OPTS)
+        common::nix_command(program)
+            .args(["--option", "sandbox-fallback", "false"])
+            .args(args)
             .env("XDG_CACHE_HOME", self.path("xdg-cache"))
             .output()
             .unwrap_or_else(|e| panic!("running {program}: {e}"))

@@ -12,22 +12,8 @@ use std::process::{Command, Stdio};
 use drover::engine::format::StorePath;
 use drover::engine::store::{LocalStore, PathInfo, StoreConfig, TryLock};
 
-/// Options every real-Nix call needs here (no network, build as root, busybox in sandboxes).
-const NIX_OPTS: [&str; 8] = [
-    "--option",
-    "substituters",
-    "",
-    "--option",
-    "build-users-group",
-    "",
-    "--option",
-    "sandbox-paths",
-];
-
 fn nix(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(NIX_OPTS)
-        .arg("/bin/busybox")
+    let out = common::nix_command(cmd)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
@@ -166,10 +152,8 @@ fn nix_reads_a_store_drover_filled() {
     );
     assert_eq!(log_nix, "building...\ndone\n");
     // Nix finds nothing wrong with the store.
-    let verify = Command::new("nix-store")
+    let verify = common::nix_command("nix-store")
         .args(["--store", root_s, "--verify", "--check-contents"])
-        .args(NIX_OPTS)
-        .arg("/bin/busybox")
         .output()
         .unwrap();
     assert!(verify.status.success());
@@ -263,9 +247,7 @@ fn locks_exclude_real_nix_and_report_it() {
             args = ["sh" "-c" "echo started; read x < {}; echo done > $out"]; }}"#,
         fifo.display()
     );
-    let mut build = Command::new("nix-build")
-        .args(NIX_OPTS)
-        .arg("/bin/busybox")
+    let mut build = common::nix_command("nix-build")
         .args([
             "--option",
             "sandbox",

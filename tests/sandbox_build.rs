@@ -24,7 +24,7 @@ const SANDBOX: [&str; 6] = [
     "/bin/sh=/bin/busybox /bin/busybox",
 ];
 
-fn args<'a>(t: &TestStore, drv: &StorePath, extra: &[&'a str]) -> Vec<String> {
+fn args(t: &TestStore, drv: &StorePath, extra: &[&str]) -> Vec<String> {
     let mut v = vec![t.print(drv), "--no-out-link".to_owned()];
     v.extend(extra.iter().map(|s| s.to_string()));
     v
@@ -71,7 +71,7 @@ fn a_sandboxed_build_sees_its_closure_and_nothing_else() {
     let r = build(&t, &top, &SANDBOX);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let top_out = t.out(&top, "out");
-    let mut listing = vec![t.out(&dep, "out").to_string(), top_out.to_string()];
+    let mut listing = [t.out(&dep, "out").to_string(), top_out.to_string()];
     listing.sort();
     assert_eq!(
         t.read(&top_out),

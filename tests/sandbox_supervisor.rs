@@ -97,6 +97,26 @@ async fn output_status_environment_and_reuse() {
 }
 
 #[tokio::test]
+async fn a_builder_inherits_no_descriptor_but_stdin_stdout_and_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    // A descriptor drover left open by mistake (no close-on-exec).
+    let leak = std::fs::File::open("/dev/null").unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&leak);
+    // SAFETY: clearing FD_CLOEXEC on a descriptor we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let (out, status) = run(
+        &supervisors(),
+        &spec(dir.path(), "busybox ls /proc/self/fd"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 0);
+    // 0, 1, 2 and the descriptor `ls` opened to list the directory.
+    assert_eq!(out.lines().count(), 4, "{out}");
+    drop(leak);
+}
+
+#[tokio::test]
 async fn a_detached_daemon_does_not_outlive_its_build() {
     let dir = tempfile::tempdir().unwrap();
     let sup = supervisors();

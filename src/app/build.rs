@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::app::AppError;
 use crate::app::plain::PlainPrinter;
@@ -245,6 +246,9 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<(), AppError> {
 
 /// Runs `drover build`; its exit status.
 pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
+    // Files drover writes for builders (passAsFile, .attrs.*) get the modes Nix gives them:
+    // Nix runs with umask 022.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let settings = args.settings()?;
     let store = Arc::new(args.store.open()?);
     let mut wanted = Vec::new();
@@ -265,8 +269,12 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
     let scheduler = Scheduler::new(settings.scheduler_settings(store.store_dir()));
     let targets: Vec<Target> = wanted.iter().map(|w| w.target.clone()).collect();
     let mode = args.mode();
+    // Preparing and registering builds runs on blocking threads: a few per CPU keep the CPUs
+    // busy, more only cost memory (each thread gets its own allocator heap).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(2 * cpus)
         .build()
         .map_err(|e| AppError::io("starting", Path::new("the runtime"), e))?;
     let exit_status = runtime.block_on(async move {
@@ -286,17 +294,16 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
             }
             err.flush()
         });
-        // The first Ctrl-C cancels the run (builders are killed, build directories cleaned
-        // up); a second one ends drover at once.
+        // The first interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the run: builders are killed
+        // and build directories cleaned up. A second one ends drover at once.
         let interrupts = handle.clone();
+        let mut signals = Interrupts::new()?;
         let ctrl_c = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("error: interrupted by the user");
-                interrupts.send(RunCommand::CancelAll);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(1);
-                }
-            }
+            signals.next().await;
+            eprintln!("error: interrupted by the user");
+            interrupts.send(RunCommand::CancelAll);
+            signals.next().await;
+            std::process::exit(1);
         });
         drop(handle);
         let mut outcome = driver.run(&targets, mode).await;
@@ -313,6 +320,34 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
     }
     finish_outputs(&store, args, &wanted)?;
     Ok(0)
+}
+
+/// The signals that interrupt a build.
+struct Interrupts {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Interrupts {
+    fn new() -> Result<Interrupts, AppError> {
+        let listen =
+            |kind| signal(kind).map_err(|e| AppError::io("handling", Path::new("signals"), e));
+        Ok(Interrupts {
+            int: listen(SignalKind::interrupt())?,
+            term: listen(SignalKind::terminate())?,
+            hup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next one.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
 }
 
 /// Prints the built outputs and creates their out-links.

@@ -22,7 +22,8 @@ use crate::engine::format::derivation::ByteSlice;
 use crate::engine::format::nar::hash_path;
 use crate::engine::format::{HashAlgo, StorePath};
 use crate::engine::scheduler::{
-    DrvInfo, Effect, Input, StoreView, SubstituteAnswer, SubstitutionOutcome, Ticket,
+    BuildOutcome, BuildRequest, DrvInfo, Effect, Input, StoreView, SubstituteAnswer,
+    SubstitutionOutcome, Ticket,
 };
 use crate::engine::store::drover_db::DroverDb;
 use crate::engine::store::{LocalStore, PathLocks, TryLock};
@@ -79,11 +80,7 @@ pub fn drv_info(store: &LocalStore, drv_path: &StorePath) -> Result<DrvInfo, Str
     let parsed = ParsedDrv::new(&drv, drv_path.name())?;
     let drv_type = drv.derivation_type().map_err(|e| e.to_string())?;
     Ok(DrvInfo {
-        name: drv_path
-            .name()
-            .strip_suffix(".drv")
-            .unwrap_or(drv_path.name())
-            .to_owned(),
+        name: drv_path.drv_name().unwrap_or(drv_path.name()).to_owned(),
         outputs: drv
             .output_paths()
             .into_iter()
@@ -211,25 +208,35 @@ impl LocalExecutor {
         }
     }
 
-    fn start_build(&mut self, ticket: Ticket, request: crate::engine::scheduler::BuildRequest) {
+    fn start_build(&mut self, ticket: Ticket, request: BuildRequest) {
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         let tx = self.tx.clone();
         let builder = self.builder.clone();
-        let task = tokio::spawn(async move {
-            let events = |e: BuildEvent| {
+        let events_tx = tx.clone();
+        let build = async move {
+            let events = move |e: BuildEvent| {
                 let input = match e {
                     BuildEvent::Started { pid } => Input::BuildStarted { ticket, pid },
                     BuildEvent::Log(line) => Input::BuildLog { ticket, line },
                     BuildEvent::Phase(phase) => Input::BuildPhase { ticket, phase },
                     BuildEvent::Note(text) => Input::BuildNote { ticket, text },
                 };
-                let _ = tx.send(Report::Input(input));
+                let _ = events_tx.send(Report::Input(input));
             };
             let killed = async {
                 // A dropped sender (the executor went away) kills the build too.
                 let _ = kill_rx.await;
             };
-            if let Some(outcome) = builder.run(request, events, killed).await {
+            builder.run(request, events, killed).await
+        };
+        let task = tokio::spawn(async move {
+            // A build that panics fails its goal rather than leaving it waiting forever.
+            let outcome = tokio::spawn(build).await.unwrap_or_else(|e| {
+                Some(BuildOutcome::MiscFailure {
+                    message: format!("the build failed unexpectedly: {e}"),
+                })
+            });
+            if let Some(outcome) = outcome {
                 let _ = tx.send(Report::Input(Input::BuildFinished { ticket, outcome }));
             }
             let _ = tx.send(Report::Done(ticket));

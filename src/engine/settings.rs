@@ -169,7 +169,7 @@ impl Default for Settings {
         {
             system_features.insert("kvm".to_owned());
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let cores = hardware_concurrency();
         Settings {
             max_jobs: 1,
             cores,
@@ -227,10 +227,18 @@ fn words(value: &str) -> impl Iterator<Item = String> + '_ {
     value.split_ascii_whitespace().map(str::to_owned)
 }
 
+/// Nix's default for `cores` and `max-jobs = auto`: C++'s `hardware_concurrency()`, the
+/// number of CPUs online (not what this process may use), at least 1.
+fn hardware_concurrency() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u32::try_from(n).unwrap_or(1).max(1)
+}
+
 /// `max-jobs`: a number or `auto` (the number of CPUs).
 pub fn parse_max_jobs(value: &str) -> Result<u32, SettingsError> {
     if value == "auto" {
-        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        return Ok(hardware_concurrency());
     }
     parse_num("max-jobs", value)
 }

@@ -171,6 +171,13 @@ impl Supervisor {
     fn new() -> Result<Supervisor, String> {
         // SAFETY: plain system calls on this (single-threaded) process.
         unsafe {
+            // Nothing drover may have left open reaches a builder (Nix's `closeMostFDs`).
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             // Out of drover's process group: terminal signals are drover's to handle.
             libc::setsid();
             if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) != 0 {

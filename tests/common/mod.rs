@@ -16,3 +16,17 @@ pub fn require_nix() -> bool {
     }
     found
 }
+
+/// A real-Nix command with the options every call needs here: no substituters (no network),
+/// no build users (the tests run as root without `nixbld`), the static busybox bound into
+/// sandboxes, and the `nix` command enabled.
+pub fn nix_command(program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    c.args(["--option", "substituters", ""])
+        .args(["--option", "build-users-group", ""])
+        .args(["--option", "sandbox-paths", "/bin/busybox"]);
+    if program == "nix" {
+        c.args(["--extra-experimental-features", "nix-command"]);
+    }
+    c
+}

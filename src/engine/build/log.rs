@@ -2,6 +2,12 @@
 //! to its start (progress bars overwrite themselves), and a line `@nix {json}` is a structured
 //! message, not a log line: `setPhase` reports the builder's phase; other actions (activities,
 //! messages) are not shown.
+//!
+//! A line longer than [`MAX_LINE`] is cut there: memory stays bounded, and the scheduler (which
+//! counts log bytes by line for `max-build-log-size`) sees a builder that never ends a line.
+
+/// The longest line kept whole.
+pub const MAX_LINE: usize = 1 << 20;
 
 /// What one line of builder output means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +31,9 @@ impl LogLines {
                 b'\r' => self.pos = 0,
                 b'\n' => out.extend(self.flush()),
                 c => {
+                    if self.pos >= MAX_LINE {
+                        out.extend(self.flush());
+                    }
                     if self.pos >= self.line.len() {
                         self.line.resize(self.pos + 1, 0);
                     }
@@ -90,5 +99,19 @@ mod tests {
             vec![LogEvent::Phase("buildPhase".into()), line("@nix broken")]
         );
         assert_eq!(lines(&[b"\n"]), vec![line("")]);
+    }
+
+    #[test]
+    fn endless_lines_are_cut() {
+        let long = vec![b'x'; MAX_LINE * 2 + 5];
+        let got = lines(&[&long]);
+        let lens: Vec<usize> = got
+            .iter()
+            .map(|e| match e {
+                LogEvent::Line(l) => l.len(),
+                LogEvent::Phase(_) => 0,
+            })
+            .collect();
+        assert_eq!(lens, vec![MAX_LINE, MAX_LINE, 5]);
     }
 }

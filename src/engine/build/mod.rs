@@ -11,6 +11,7 @@
 
 pub mod env;
 pub mod log;
+pub mod memo;
 pub mod outputs;
 pub mod parsed;
 pub mod prepare;
@@ -57,31 +58,22 @@ pub struct BuildSettings {
     pub sandbox: sandbox::SandboxSettings,
 }
 
-/// Why a build step failed, in Nix's terms: a `BuildError` (the derivation or its outputs
-/// are at fault; `InputRejected` before the build, `OutputRejected` after), a
-/// `NotDeterministic`, or any other error (`MiscFailure`).
+/// Why preparing a build failed, in Nix's terms: a `BuildError` (the derivation is at fault:
+/// the build is `InputRejected`) or any other error (`MiscFailure`).
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum BuildError {
     #[error("{0}")]
     Rejected(String),
     #[error("{0}")]
-    NotDeterministic(String),
-    #[error("{0}")]
     Other(String),
 }
 
 impl BuildError {
-    pub fn other(e: impl std::fmt::Display) -> BuildError {
-        BuildError::Other(e.to_string())
-    }
-
     /// The outcome of a failure before the builder ran.
     pub fn before_build(self) -> BuildOutcome {
         match self {
             BuildError::Rejected(message) => BuildOutcome::InputRejected { message },
-            BuildError::NotDeterministic(message) | BuildError::Other(message) => {
-                BuildOutcome::MiscFailure { message }
-            }
+            BuildError::Other(message) => BuildOutcome::MiscFailure { message },
         }
     }
 }
@@ -105,6 +97,7 @@ pub struct Builder {
     settings: BuildSettings,
     supervisors: Arc<Supervisors>,
     rounds: outputs::Rounds,
+    memo: memo::StoreMemo,
 }
 
 /// How the builder's run ended.
@@ -135,6 +128,7 @@ impl Builder {
             settings,
             supervisors,
             rounds: outputs::Rounds::default(),
+            memo: memo::StoreMemo::default(),
         }
     }
 
@@ -144,6 +138,11 @@ impl Builder {
 
     pub fn settings(&self) -> &BuildSettings {
         &self.settings
+    }
+
+    /// What the run remembers about valid paths.
+    pub fn memo(&self) -> &memo::StoreMemo {
+        &self.memo
     }
 
     /// Runs one build to its end: `events` hears about its start, log lines, phases and
@@ -157,7 +156,7 @@ impl Builder {
     ) -> Option<BuildOutcome> {
         let this = self.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            Prepared::new(&this.store, &this.settings, request)
+            Prepared::new(&this.store, &this.memo, &this.settings, request)
         })
         .await;
         let mut prepared = match prepared {

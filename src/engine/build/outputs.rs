@@ -44,6 +44,13 @@ pub fn register(builder: &Builder, prepared: &Prepared, rounds: &Rounds) -> Buil
     };
     match register::register_outputs(builder.store(), request) {
         Ok(registered) => {
+            if req.round == req.nr_rounds && req.mode != crate::engine::api::BuildMode::Check {
+                for info in registered.outputs.values() {
+                    builder
+                        .memo()
+                        .remember(info.path.clone(), info.references.iter().cloned());
+                }
+            }
             let outcome = registered.outcome();
             if req.round < req.nr_rounds && outcome == BuildOutcome::Success {
                 rounds.lock().insert(req.drv_path.clone(), registered);

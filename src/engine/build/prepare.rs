@@ -2,10 +2,10 @@
 //! check that this machine can build the derivation, delete stale invalid
 //! outputs and choose where each output is written ([`register::prepare_outputs`]: its own
 //! path, or a scratch path when the real one is valid or being repaired, with Nix's hash
-//! rewriting), create the build directory
-//! `nix-build-<drv name>-<n>`, compute the environment and write the files it refers to, open
-//! the log file, and describe the builder as a [`SandboxSpec`], with its sandbox when it gets
-//! one ([`sandbox`]: then outputs are written inside the sandbox's root).
+//! rewriting), create the build directory `nix-build-<drv name>-<n>`, compute the environment
+//! and write the files it refers to, open the log file, and describe the builder as a
+//! [`SandboxSpec`], with its sandbox when it gets one ([`sandbox`]: then outputs are written
+//! inside the sandbox's root).
 
 use std::collections::BTreeSet;
 use std::fs::DirBuilder;
@@ -17,10 +17,11 @@ use crate::engine::format::derivation::{ByteSlice, hash_placeholder};
 use crate::engine::format::{Derivation, StorePath};
 use crate::engine::scheduler::BuildRequest;
 use crate::engine::store::logs::LogWriter;
-use crate::engine::store::{ClosureFlags, LocalStore, canon};
+use crate::engine::store::{LocalStore, canon};
 use crate::sandbox::{Personality, SandboxSpec};
 
 use super::env::{BuildEnv, EnvParams, Rewrites, rewrite_strings};
+use super::memo::StoreMemo;
 use super::parsed::ParsedDrv;
 use super::register::{self, BuiltOutput};
 use super::sandbox;
@@ -40,14 +41,6 @@ pub struct Prepared {
     pub log: Option<LogWriter>,
     /// Said once the build starts (the sandbox is not available).
     pub warning: Option<String>,
-}
-
-/// The derivation's name (its `.drv` path's name without `.drv`).
-pub fn drv_name(drv_path: &StorePath) -> &str {
-    drv_path
-        .name()
-        .strip_suffix(".drv")
-        .unwrap_or(drv_path.name())
 }
 
 /// Nix's `createTempDir(root, prefix, false, false, 0700)`: the first free `<prefix>-<n>`.
@@ -105,10 +98,14 @@ fn check_platform(
 
 /// The closure of the derivation's inputs (the used outputs of its input derivations and its
 /// input sources), which the scheduler made valid.
-fn input_closure(store: &LocalStore, drv: &Derivation) -> Result<BTreeSet<StorePath>, BuildError> {
+fn input_closure(
+    store: &LocalStore,
+    memo: &StoreMemo,
+    drv: &Derivation,
+) -> Result<BTreeSet<StorePath>, BuildError> {
     let mut roots: Vec<StorePath> = drv.input_srcs.iter().cloned().collect();
     for (input, names) in &drv.input_drvs {
-        let outputs = store.derivation_output_paths(input).map_err(store_err)?;
+        let outputs = memo.output_paths(store, input).map_err(store_err)?;
         for name in names {
             let path = outputs.get(name).ok_or_else(|| {
                 BuildError::Other(format!(
@@ -119,15 +116,14 @@ fn input_closure(store: &LocalStore, drv: &Derivation) -> Result<BTreeSet<StoreP
             roots.push(path.clone());
         }
     }
-    store
-        .compute_fs_closure(roots, ClosureFlags::default())
-        .map_err(store_err)
+    memo.closure(store, roots).map_err(store_err)
 }
 
 impl Prepared {
     /// Prepares `request` (see the module doc). On an error nothing is left behind.
     pub fn new(
         store: &LocalStore,
+        memo: &StoreMemo,
         settings: &BuildSettings,
         request: BuildRequest,
     ) -> Result<Prepared, BuildError> {
@@ -141,7 +137,7 @@ impl Prepared {
                 drv.builder.to_str_lossy()
             )));
         }
-        let input_paths = input_closure(store, &drv)?;
+        let input_paths = input_closure(store, memo, &drv)?;
         let outputs = register::prepare_outputs(store, drv_path, &drv, request.mode)
             .map_err(|e| BuildError::Other(e.to_string()))?;
         let mut rewrites = register::input_rewrites(&outputs);
@@ -264,7 +260,12 @@ impl Prepared {
             namespaces,
         };
         let log = if settings.keep_build_log {
-            Some(store.create_log(&request.drv_path).map_err(store_err)?)
+            let log = if settings.compress_build_log {
+                store.create_log(&request.drv_path)
+            } else {
+                store.create_uncompressed_log(&request.drv_path)
+            };
+            Some(log.map_err(store_err)?)
         } else {
             None
         };

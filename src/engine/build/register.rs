@@ -23,9 +23,8 @@
 //! experimental `ca-derivations`) are not supported.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::Metadata;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use bstr::ByteSlice;
@@ -231,7 +230,8 @@ pub fn input_rewrites(outputs: &[BuiltOutput]) -> BTreeMap<String, String> {
 /// unsandboxed build (`tryToBuild`, `startBuilder`): leftovers of invalid outputs are
 /// deleted; an output whose path is free is built in place, one whose path is valid (or,
 /// when repairing, present) goes to its [`fallback_path`], cleared first. When repairing,
-/// valid outputs whose contents no longer match their NAR hash count as corrupt.
+/// valid outputs whose contents no longer match their NAR hash count as corrupt (their files
+/// are deleted, and the rebuilt ones replace them). Call it with the output paths locked.
 pub fn prepare_outputs(
     store: &LocalStore,
     drv_path: &StorePath,
@@ -306,7 +306,8 @@ enum Scanned {
     /// Valid before the build and not checked: only its final hash matters to others.
     AlreadyRegistered,
     Wanted {
-        meta: Metadata,
+        /// A regular file without execute permission (what a flat fixed output must be).
+        plain_file: bool,
         /// NAR hash and size before any rewriting, and references (to scratch paths).
         nar_hash: Hash,
         nar_size: u64,
@@ -399,7 +400,7 @@ impl<'r> Run<'r> {
         for name in order {
             let output = self.outputs[&name];
             let Scanned::Wanted {
-                meta,
+                plain_file,
                 nar_hash,
                 nar_size,
                 references,
@@ -408,7 +409,7 @@ impl<'r> Run<'r> {
                 self.add_rewrite(&output.scratch, &output.path);
                 continue;
             };
-            let new = self.new_output(output, meta, nar_hash, *nar_size, references)?;
+            let new = self.new_output(output, *plain_file, nar_hash, *nar_size, references)?;
             if self.req.mode == BuildMode::Check {
                 if let Some(old) = self.check_output(new)? {
                     checked.insert(name, old);
@@ -538,7 +539,7 @@ impl<'r> Run<'r> {
             scanned.insert(
                 name.clone(),
                 Scanned::Wanted {
-                    meta,
+                    plain_file: meta.file_type().is_file() && meta.mode() & 0o100 == 0,
                     nar_hash: scan.nar_hash,
                     nar_size: scan.nar_size,
                     references: scan.references,
@@ -623,7 +624,7 @@ impl<'r> Run<'r> {
     fn new_output(
         &mut self,
         output: &BuiltOutput,
-        meta: &Metadata,
+        plain_file: bool,
         nar_hash: &Hash,
         nar_size: u64,
         references: &BTreeSet<StorePath>,
@@ -642,9 +643,14 @@ impl<'r> Run<'r> {
                 }
                 info
             }
-            DerivationOutput::Fixed { hash, .. } => {
-                self.fixed_output(output, meta, hash, self_ref, refs, (*nar_hash, nar_size))?
-            }
+            DerivationOutput::Fixed { hash, .. } => self.fixed_output(
+                output,
+                plain_file,
+                hash,
+                self_ref,
+                refs,
+                (*nar_hash, nar_size),
+            )?,
             _ => {
                 return Err(
                     known_path(self.store, self.req.drv_path, &output.name, drv_output)
@@ -715,16 +721,14 @@ impl<'r> Run<'r> {
     fn fixed_output(
         &mut self,
         output: &BuiltOutput,
-        meta: &Metadata,
+        plain_file: bool,
         wanted: &FixedOutputHash,
         self_ref: bool,
         refs: BTreeSet<StorePath>,
         nar: (Hash, u64),
     ) -> Result<PathInfo, Rejection> {
         let location = &output.location;
-        if wanted.method == IngestionMethod::Flat
-            && (!meta.file_type().is_file() || meta.permissions().mode() & 0o100 != 0)
-        {
+        if wanted.method == IngestionMethod::Flat && !plain_file {
             return Err(Rejection::rejected(format!(
                 "output path '{}' should be a non-executable regular file since recursive \
                  hashing is not enabled (outputHashMode=flat)",
@@ -1144,38 +1148,39 @@ impl<'r> Run<'r> {
                 let _ = canon::delete_path(&o.location);
             }
         }
+        self.dynamic_locks.clear();
         if success {
             return;
         }
-        let names: Vec<String> = self.new.keys().cloned().collect();
-        for name in names {
-            if self.registered_ca.contains(&name) {
-                continue;
-            }
-            let mut new = self.new.remove(&name).expect("listed above");
-            if new.in_place {
-                if !self.req.keep_failed {
-                    let _ = canon::delete_path(&new.location);
-                }
-                continue;
-            }
-            let free = !self.store.is_valid(&new.info.path).unwrap_or(true);
-            if self.req.keep_failed && free {
-                let _ = self.move_output(&mut new);
-            } else if !self.req.keep_failed {
-                let _ = canon::delete_path(&new.location);
-            }
-        }
+        let keep = self.req.keep_failed;
+        // Never delete the files of a valid path (a repaired one, or one being checked).
+        let free = |p: &StorePath| !self.store.is_valid(p).unwrap_or(true);
         for o in self.outputs.values() {
-            if o.already_valid || self.req.keep_failed || self.new.contains_key(&o.name) {
+            if o.already_valid || self.registered_ca.contains(&o.name) {
                 continue;
             }
-            // Outputs rejected before pass 2 (missing, cycle, bad permissions).
-            if !self.store.is_valid(&o.path).unwrap_or(true) {
-                let _ = canon::delete_path(&o.location);
+            match self.new.get(&o.name) {
+                // Rejected after pass 2: kept where Nix leaves it, at its final path.
+                Some(new) if keep => {
+                    if !new.in_place && free(&new.info.path) {
+                        let mut new = self.new.remove(&o.name).expect("present");
+                        let _ = self.move_output(&mut new);
+                    }
+                }
+                Some(new) => {
+                    if !new.in_place || free(&new.info.path) {
+                        let _ = canon::delete_path(&new.location);
+                    }
+                }
+                // Rejected in pass 1 (missing, suspicious, cycle): left where it is.
+                None if keep => {}
+                None => {
+                    if o.location != self.store.real_path(&o.path) || free(&o.path) {
+                        let _ = canon::delete_path(&o.location);
+                    }
+                }
             }
         }
-        self.dynamic_locks.clear();
     }
 }
 
@@ -1285,4 +1290,98 @@ fn replace_valid_path(dest: &Path, src: &Path) -> Result<(), String> {
         canon::delete_path(&old).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sp(base: &str) -> StorePath {
+        StorePath::from_base_name(base).unwrap()
+    }
+
+    #[test]
+    fn fallback_paths_are_nixs() {
+        // Printed by a real Nix 2.8 `nix-store --check` builder (`echo $out`) in a store at
+        // /tmp/regexp2/s/store.
+        let store_dir = StoreDir::new("/tmp/regexp2/s/store").unwrap();
+        let drv = sp("q10i645ynjpsfh4mqrnkgkjac4szmnxl-random.drv");
+        let out = sp("fc2ja3m6c2k2040kkby21qp80p7qx5cx-random");
+        assert_eq!(
+            fallback_path(&store_dir, &drv, &out),
+            sp("m0s0lxdmblcbk6dd5mbp1n9gp0ffb06s-random")
+        );
+    }
+
+    #[test]
+    fn input_rewrites_map_redirected_outputs_only() {
+        let built = |name: &str, path: &str, scratch: &str| BuiltOutput {
+            name: name.into(),
+            path: sp(path),
+            scratch: sp(scratch),
+            location: PathBuf::from("/x"),
+            already_valid: path != scratch,
+        };
+        let outputs = [
+            built(
+                "out",
+                "fc2ja3m6c2k2040kkby21qp80p7qx5cx-a",
+                "m0s0lxdmblcbk6dd5mbp1n9gp0ffb06s-a",
+            ),
+            built(
+                "dev",
+                "q10i645ynjpsfh4mqrnkgkjac4szmnxl-a-dev",
+                "q10i645ynjpsfh4mqrnkgkjac4szmnxl-a-dev",
+            ),
+        ];
+        assert_eq!(
+            input_rewrites(&outputs),
+            BTreeMap::from([(
+                "fc2ja3m6c2k2040kkby21qp80p7qx5cx".to_owned(),
+                "m0s0lxdmblcbk6dd5mbp1n9gp0ffb06s".to_owned()
+            )])
+        );
+    }
+
+    #[test]
+    fn rejections_become_the_outcomes_nix_reports() {
+        let m = || "m".to_owned();
+        assert_eq!(
+            Rejection::OutputRejected {
+                message: m(),
+                hash_mismatch: true
+            }
+            .into_outcome(),
+            BuildOutcome::OutputRejected {
+                message: m(),
+                hash_mismatch: true
+            }
+        );
+        assert_eq!(
+            Rejection::NotDeterministic { message: m() }.into_outcome(),
+            BuildOutcome::NotDeterministic { message: m() }
+        );
+        assert_eq!(
+            Rejection::RoundDiffers { message: m() }.into_outcome(),
+            BuildOutcome::RoundDiffers { message: m() }
+        );
+        assert_eq!(
+            Rejection::Misc { message: m() }.into_outcome(),
+            BuildOutcome::MiscFailure { message: m() }
+        );
+        let registered = Registered {
+            outputs: BTreeMap::new(),
+            round_differs: None,
+        };
+        assert_eq!(registered.outcome(), BuildOutcome::Success);
+    }
+
+    #[test]
+    fn json_sizes_convert_as_nlohmann_does() {
+        assert_eq!(json_u64(&serde_json::json!(7)), Some(7));
+        assert_eq!(json_u64(&serde_json::json!(7.9)), Some(7));
+        assert_eq!(json_u64(&serde_json::json!(-1)), Some(u64::MAX));
+        assert_eq!(json_u64(&serde_json::json!("7")), None);
+        assert_eq!(json_type_name(&serde_json::json!("7")), "string");
+    }
 }

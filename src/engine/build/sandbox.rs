@@ -487,7 +487,8 @@ pub fn namespaces(
     let closure = sandbox_paths_closure(store, settings)?;
     let real_store_dir = &store.config().real_store_dir;
     let chroot = chroot_dir(real_store_dir, drv_path);
-    crate::engine::store::canon::delete_path(&chroot).map_err(BuildError::other)?;
+    crate::engine::store::canon::delete_path(&chroot)
+        .map_err(|e| BuildError::Other(e.to_string()))?;
     plan(&Plan {
         settings,
         store_dir: store.store_dir(),

@@ -61,7 +61,7 @@ pub(super) struct DrvGoal {
     /// Loaded while needed (see the module doc).
     pub drv: Option<Arc<DrvInfo>>,
     /// The known output paths (what gets locked, checked and registered).
-    pub outputs: Vec<StorePath>,
+    pub outputs: Box<[StorePath]>,
     /// Some output path is not known beforehand (floating content-addressed).
     pub unknown_outputs: bool,
     /// Wanted outputs the derivation does not have; a goal that asked for one of them fails
@@ -114,7 +114,7 @@ impl DrvGoal {
             mode,
             state: DrvState::GetDerivation,
             drv: None,
-            outputs: Vec::new(),
+            outputs: Box::default(),
             unknown_outputs: false,
             bad_outputs: None,
             local_only: false,
@@ -178,7 +178,7 @@ impl DrvGoal {
 
     /// Known output paths (what gets locked).
     pub(super) fn output_paths(&self) -> Vec<StorePath> {
-        self.outputs.clone()
+        self.outputs.to_vec()
     }
 }
 
@@ -279,7 +279,7 @@ impl Scheduler {
             if d.unknown_outputs {
                 return false;
             }
-            d.outputs.clone()
+            d.outputs.to_vec()
         } else {
             let info = self.drv_info(g);
             let mut wanted = Vec::new();
@@ -322,7 +322,13 @@ impl Scheduler {
         d.retry_substitution = false;
         d.fixed_output = info.fixed_output;
         d.local_only = d.mode != BuildMode::Normal || info.prefer_local_build;
-        d.outputs = info.outputs.iter().filter_map(|(_, p)| p.clone()).collect();
+        // Exactly sized: a collected `Vec` would keep room for four paths per goal.
+        d.outputs = info
+            .outputs
+            .iter()
+            .filter_map(|(_, p)| p.clone())
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
         d.unknown_outputs = info.outputs.iter().any(|(_, p)| p.is_none());
         for o in &d.wanted {
             let known = d.bad_outputs.as_deref().is_some_and(|b| b.contains(o));
@@ -614,7 +620,7 @@ impl Scheduler {
         let d = self.drv(g);
         let request = Box::new(BuildRequest {
             drv_path: d.drv_path.clone(),
-            outputs: d.outputs.clone(),
+            outputs: d.outputs.to_vec(),
             mode: d.mode,
             round: d.cur_round,
             nr_rounds: d.nr_rounds,

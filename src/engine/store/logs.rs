@@ -76,36 +76,57 @@ const BUFFERED: usize = 1 << 20;
 /// bzip2's output for no input at all (block size 9).
 const EMPTY_BZ2: &[u8] = b"BZh9\x17rE8P\x90\0\0\0\0";
 
+/// Creates (truncating) a log file, and its directory if need be.
+fn create_file(path: &Path) -> Result<File, StoreError> {
+    match File::create(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = path.parent().expect("log path has a parent");
+            std::fs::create_dir_all(dir).map_err(|e| io_err("creating log directory", dir, e))?;
+            File::create(path).map_err(|e| io_err("creating build log", path, e))
+        }
+        Err(e) => Err(io_err("creating build log", path, e)),
+    }
+}
+
 /// A log being written. Its first MiB is held in memory: most builds log little, and a bzip2
 /// compressor sized for a small log at the end costs far less than one set up for 900 kB
 /// blocks (several MB of tables to clear) at the start. A longer log streams through a
-/// block-size-9 compressor, as Nix writes it.
+/// block-size-9 compressor, as Nix writes it. With `compress-build-log = false` the log goes
+/// to its file as it is.
 pub struct LogWriter {
     path: PathBuf,
     file: Option<File>,
     buffer: Vec<u8>,
     encoder: Option<BzEncoder<BufWriter<File>>>,
+    plain: Option<BufWriter<File>>,
 }
 
 impl LogWriter {
     /// Creates (truncating) the log file of `drv`.
     pub fn create(log_dir: &Path, drv: &StorePath) -> Result<LogWriter, StoreError> {
         let path = log_path(log_dir, drv);
-        let file = match File::create(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let dir = path.parent().expect("log path has a parent");
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| io_err("creating log directory", dir, e))?;
-                File::create(&path).map_err(|e| io_err("creating build log", &path, e))?
-            }
-            Err(e) => return Err(io_err("creating build log", &path, e)),
-        };
+        let file = create_file(&path)?;
         Ok(LogWriter {
             path,
             file: Some(file),
             buffer: Vec::new(),
             encoder: None,
+            plain: None,
+        })
+    }
+
+    /// Creates (truncating) an uncompressed log file of `drv`: the `.bz2` path without its
+    /// extension, where Nix writes it with `compress-build-log = false`.
+    pub fn create_uncompressed(log_dir: &Path, drv: &StorePath) -> Result<LogWriter, StoreError> {
+        let path = log_path(log_dir, drv).with_extension("");
+        let file = create_file(&path)?;
+        Ok(LogWriter {
+            path,
+            file: None,
+            buffer: Vec::new(),
+            encoder: None,
+            plain: Some(BufWriter::new(file)),
         })
     }
 
@@ -114,11 +135,16 @@ impl LogWriter {
     }
 
     pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let path = &self.path;
+        if let Some(plain) = &mut self.plain {
+            return plain
+                .write_all(data)
+                .map_err(|e| io_err("writing build log", path, e));
+        }
         if self.encoder.is_none() && self.buffer.len() + data.len() <= BUFFERED {
             self.buffer.extend_from_slice(data);
             return Ok(());
         }
-        let path = &self.path;
         let encoder = match &mut self.encoder {
             Some(e) => e,
             None => {
@@ -138,6 +164,9 @@ impl LogWriter {
     pub fn finish(self) -> Result<(), StoreError> {
         let path = self.path;
         let err = |e| io_err("finishing build log", &path, e);
+        if let Some(mut plain) = self.plain {
+            return plain.flush().map_err(err);
+        }
         if let Some(encoder) = self.encoder {
             return encoder.finish().and_then(|mut w| w.flush()).map_err(err);
         }
@@ -204,6 +233,14 @@ mod tests {
             w.finish().unwrap();
             assert_eq!(read_log(dir.path(), &drv).unwrap().unwrap(), data);
         }
+        // Uncompressed, as Nix writes it with compress-build-log = false.
+        let mut w = LogWriter::create_uncompressed(dir.path(), &drv).unwrap();
+        w.write(b"plain\n").unwrap();
+        w.finish().unwrap();
+        let plain = dir
+            .path()
+            .join("drvs/2w/wy2s3l015vj82n0xvikz1xnxcfaaka-root.drv");
+        assert_eq!(std::fs::read(plain).unwrap(), b"plain\n");
         // An empty log is bzip2's own empty stream.
         LogWriter::create(dir.path(), &drv)
             .unwrap()

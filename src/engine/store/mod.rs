@@ -499,6 +499,11 @@ impl LocalStore {
     pub fn create_log(&self, drv: &StorePath) -> Result<logs::LogWriter, StoreError> {
         logs::LogWriter::create(&self.config.log_dir, drv)
     }
+
+    /// Starts writing the build log of `drv` without compressing it.
+    pub fn create_uncompressed_log(&self, drv: &StorePath) -> Result<logs::LogWriter, StoreError> {
+        logs::LogWriter::create_uncompressed(&self.config.log_dir, drv)
+    }
 }
 
 impl EdgeSource for LocalStore {
