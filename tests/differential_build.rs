@@ -25,6 +25,9 @@ struct Place {
     base: PathBuf,
     /// Holds the workload files, kept across both runs.
     work: tempfile::TempDir,
+    /// A chroot store (`--store <base>/root`: logical `/nix/store`) rather than one whose
+    /// files are at their logical paths.
+    chroot: bool,
 }
 
 /// What one engine did.
@@ -53,10 +56,20 @@ impl Place {
         Place {
             base,
             work: tempfile::tempdir().unwrap(),
+            chroot: false,
         }
     }
 
+    fn chroot_store(name: &str) -> Place {
+        let mut p = Place::new(name);
+        p.chroot = true;
+        p
+    }
+
     fn uri(&self) -> String {
+        if self.chroot {
+            return self.base.join("root").display().to_string();
+        }
         format!(
             "local?store={0}/store&state={0}/state&log={0}/log",
             self.base.display()
@@ -164,7 +177,12 @@ impl Place {
     /// Every build log, decompressed, by its file name under `<log>/drvs`.
     fn logs(&self) -> BTreeMap<String, Vec<u8>> {
         let mut out = BTreeMap::new();
-        let Ok(dirs) = std::fs::read_dir(self.base.join("log/drvs")) else {
+        let log = if self.chroot {
+            "root/nix/var/log/nix/drvs"
+        } else {
+            "log/drvs"
+        };
+        let Ok(dirs) = std::fs::read_dir(self.base.join(log)) else {
             return out;
         };
         for d in dirs {
@@ -673,4 +691,43 @@ fn sandboxed_builders_see_what_nix_s_see() {
             d.stderr
         );
     }
+}
+
+/// A chroot store (logical `/nix/store`, files elsewhere) builds through the sandbox with
+/// both engines, though `sandbox` is false.
+#[test]
+fn chroot_stores_build_like_nix_s() {
+    if !common::require_nix() || !sandbox_support::require_namespaces() {
+        return;
+    }
+    let p = Place::chroot_store("chroot");
+    let nix = p.generate(
+        "random.nix",
+        &[
+            "--shape",
+            "random",
+            "-n",
+            "15",
+            "--seed",
+            "9",
+            "--out-dir",
+            "--fod",
+            "2",
+            "--extras",
+        ],
+    );
+    let (n, _) = p.compare(
+        &nix,
+        &[],
+        &[
+            "-j",
+            "3",
+            "--option",
+            "sandbox-paths",
+            "/bin/sh=/bin/busybox /bin/busybox",
+        ],
+    );
+    assert_eq!(n.code, 0, "{}", n.stderr);
+    assert!(n.paths.keys().all(|k| k.starts_with("/nix/store/")));
+    assert!(n.paths.len() > 15, "{} paths", n.paths.len());
 }

@@ -1,7 +1,8 @@
 //! `drover build` with the sandbox: builds see their input closure and nothing else of the
 //! store, only fixed-output builds reach the network, `__noChroot` follows the mode, a chroot
-//! store builds through the sandbox, setup failures end the build with Nix's message, and
-//! nothing of a sandbox is left behind.
+//! store builds through the sandbox, setup failures end the build with Nix's message, where
+//! the kernel refuses namespaces builds fall back with a warning (or fail when
+//! `sandbox-fallback` is false), and nothing of a sandbox is left behind.
 
 mod build_support;
 mod sandbox_support;
@@ -232,5 +233,71 @@ fn setup_failures_and_failed_builds() {
     let out = t.out(&drv, "out");
     assert!(!t.is_valid(&out));
     assert_eq!(t.read(&out), "partial\n");
+    assert_no_leftovers(&t);
+}
+
+/// Runs `drover build` where the kernel refuses new user namespaces: in a user namespace
+/// (through `unshare`) whose `user.max_user_namespaces` is 0.
+fn build_without_namespaces(t: &TestStore, drv: &StorePath, extra: &[&str]) -> build_support::Run {
+    let root = t.root();
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c"])
+        .arg("echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_drover"))
+        .args(["build", "--store", &t.uri])
+        .args(args(t, drv, extra))
+        .current_dir(&root)
+        .env_clear()
+        .env("TMPDIR", root.join("tmp"))
+        .env("HOME", root.join("home"))
+        .env("XDG_CONFIG_HOME", root.join("conf"))
+        .env("NIX_CONF_DIR", root.join("conf"))
+        .output()
+        .unwrap();
+    build_support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn where_namespaces_are_refused_builds_fall_back_or_fail() {
+    if !require_namespaces() {
+        return;
+    }
+    let mut t = TestStore::new();
+    let drv = t.drv("fallback", &["out"], "busybox pwd > $out", &[], &[]);
+    let r = build_without_namespaces(&t, &drv, &SANDBOX);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "warning: the sandbox is not available (cloning a process into new namespaces: No \
+             space left on device); building '{}' without it, as 'sandbox-fallback' is true",
+            t.print(&drv)
+        )),
+        "{}",
+        r.stderr
+    );
+    let pwd = t.read(&t.out(&drv, "out"));
+    assert!(pwd.starts_with(&t.tmp().display().to_string()), "{pwd}");
+
+    let strict = t.drv("strict", &["out"], "busybox pwd > $out", &[], &[]);
+    let mut no_fallback = SANDBOX.to_vec();
+    no_fallback.extend(["--option", "sandbox-fallback", "false"]);
+    let r = build_without_namespaces(&t, &strict, &no_fallback);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "error: cannot build '{}' in the sandbox: this kernel refuses its namespaces \
+             (cloning a process into new namespaces: No space left on device), and \
+             'sandbox-fallback' is false",
+            t.print(&strict)
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!t.is_valid(&t.out(&strict, "out")));
     assert_no_leftovers(&t);
 }

@@ -374,14 +374,15 @@ fn assemble_root(ns: &Namespaces) -> Result<(), String> {
     }
     bind_self(root, &format!("'{}'", root.display()))?;
 
-    let store = under(root, &ns.store_dir);
-    mkdirs(&store, 0o755)?;
-    chmod(&store, 0o1775)?;
-    bind_self(&store, "the Nix store")?;
+    // `/tmp` first: the store dir may lie in it.
     let tmp = at("/tmp");
     mkdirs(&tmp, 0o755)?;
     chmod(&tmp, 0o1777)?;
     bind_self(&tmp, "'/tmp'")?;
+    let store = under(root, &ns.store_dir);
+    mkdirs(&store, 0o755)?;
+    chmod(&store, 0o1775)?;
+    bind_self(&store, "the Nix store")?;
 
     for f in &ns.files {
         let target = under(root, &f.target);
