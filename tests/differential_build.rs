@@ -416,7 +416,24 @@ fn check_finds_a_nondeterministic_builder() {
     if !common::require_nix() {
         return;
     }
-    let p = Place::new("check");
+    check_both_engines("check", &[]);
+}
+
+#[test]
+fn sandboxed_check_finds_a_nondeterministic_builder() {
+    if !common::require_nix() || !sandbox_support::require_namespaces() {
+        return;
+    }
+    check_both_engines("sandboxed-check", SANDBOXED);
+}
+
+/// `--check` of a deterministic and a nondeterministic builder (with `flags` throughout):
+/// both engines give the same statuses and messages.
+fn check_both_engines(name: &str, flags: &[&str]) {
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        flags.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    let p = Place::new(name);
     let nix = p.write(
         "nd.nix",
         r#"{
@@ -428,12 +445,12 @@ fn check_finds_a_nondeterministic_builder() {
     );
     let mut results = Vec::new();
     for engine in [Engine::Nix, Engine::Drover] {
-        let first = p.run(engine, &nix, &["nd", "det"], &[]);
+        let first = p.run(engine, &nix, &["nd", "det"], &with(&[]));
         assert_eq!(first.code, 0, "{}", first.stderr);
-        let det = p.run_again(engine, &nix, &["det"], &["--check"]);
+        let det = p.run_again(engine, &nix, &["det"], &with(&["--check"]));
         assert_eq!(det.code, 0, "{engine:?}: {}", det.stderr);
-        let nd = p.run_again(engine, &nix, &["nd"], &["--check"]);
-        let keep = p.run_again(engine, &nix, &["nd"], &["--check", "-K"]);
+        let nd = p.run_again(engine, &nix, &["nd"], &with(&["--check"]));
+        let keep = p.run_again(engine, &nix, &["nd"], &with(&["--check", "-K"]));
         results.push((nd.code, nd.errors, keep.code, keep.errors));
     }
     assert_eq!(results[0], results[1]);

@@ -301,3 +301,35 @@ fn where_namespaces_are_refused_builds_fall_back_or_fail() {
     assert!(!t.is_valid(&t.out(&strict, "out")));
     assert_no_leftovers(&t);
 }
+
+#[test]
+fn check_mode_rebuilds_in_the_sandbox() {
+    if !require_namespaces() {
+        return;
+    }
+    let mut t = TestStore::new();
+    let det = t.drv("det", &["out"], "echo same > $out", &[], &[]);
+    let nd = t.drv(
+        "nd",
+        &["out"],
+        "busybox cat /proc/sys/kernel/random/uuid > $out",
+        &[],
+        &[],
+    );
+    for d in [&det, &nd] {
+        assert_eq!(build(&t, d, &SANDBOX).code, 0);
+    }
+    let mut check = SANDBOX.to_vec();
+    check.push("--check");
+    let r = build(&t, &det, &check);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = build(&t, &nd, &check);
+    assert_eq!(r.code, 104, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("may not be deterministic"),
+        "{}",
+        r.stderr
+    );
+    assert!(t.is_valid(&t.out(&nd, "out")));
+    assert_no_leftovers(&t);
+}
