@@ -229,8 +229,11 @@ fn a_failing_builder_is_reported_as_nix_does_and_its_log_kept() {
     let expected = format!("fails> line 12\nerror: builder for '{p}' failed with exit code 3\n");
     assert!(r.stderr.ends_with(&expected), "{}", r.stderr);
     assert!(
+        r.stderr.starts_with(&format!(
+            "this derivation will be built:\n  {p}\nbuilding '{p}'...\nfails> line 1\n"
+        )),
+        "{}",
         r.stderr
-            .starts_with(&format!("building '{p}'...\nfails> line 1\n"))
     );
     assert!(!r.stderr.contains("setPhase"), "{}", r.stderr);
     assert!(t.build_dirs().is_empty(), "{:?}", t.build_dirs());
@@ -663,12 +666,15 @@ fn a_build_waits_for_an_output_lock_another_process_holds() {
         .spawn()
         .unwrap();
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
+    let mut head = String::new();
+    for _ in 0..3 {
+        stderr.read_line(&mut head).unwrap();
+    }
     assert_eq!(
-        line,
+        head,
         format!(
-            "warning: waiting for lock on '{}'\n",
+            "this derivation will be built:\n  {}\nwarning: waiting for lock on '{}'\n",
+            t.print(&drv),
             t.out_str(&drv, "out")
         )
     );
@@ -683,4 +689,60 @@ fn a_build_waits_for_an_output_lock_another_process_holds() {
         "{rest}"
     );
     assert!(t.is_valid(&out));
+}
+
+#[test]
+fn settings_come_from_nix_conf_then_drover_conf_then_the_command_line() {
+    let mut t = TestStore::new();
+    let conf = t.root().join("conf");
+    std::fs::write(
+        conf.join("nix.conf"),
+        "cores = 5\nkeep-failed = true\nno-such-thing = 1\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(conf.join("drover")).unwrap();
+    std::fs::write(conf.join("drover/drover.conf"), "cores = 7\n").unwrap();
+    let drv = t.drv(
+        "conf",
+        &["out"],
+        "echo cores=$NIX_BUILD_CORES; exit 1",
+        &[],
+        &[],
+    );
+    let r = t.build(&[&t.print(&drv), "--no-out-link"]);
+    assert_eq!(r.code, 100);
+    assert!(
+        r.stderr
+            .starts_with("warning: unknown setting 'no-such-thing'\n"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("conf> cores=7\n"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("note: keeping build directory"),
+        "{}",
+        r.stderr
+    );
+    let r = t.build(&[
+        &t.print(&drv),
+        "--no-out-link",
+        "--option",
+        "cores",
+        "9",
+        "--cores",
+        "11",
+    ]);
+    assert!(r.stderr.contains("conf> cores=11\n"), "{}", r.stderr);
+    let r = t.build(&[
+        &t.print(&drv),
+        "--no-out-link",
+        "--option",
+        "keep-failed",
+        "false",
+    ]);
+    assert!(
+        !r.stderr.contains("note: keeping build directory"),
+        "{}",
+        r.stderr
+    );
 }

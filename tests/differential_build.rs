@@ -39,6 +39,8 @@ struct Outcome {
     paths: BTreeMap<String, Value>,
     /// `error: …` messages (first line of each).
     errors: BTreeSet<String>,
+    /// The "these N derivations will be built:" block.
+    will_build: Vec<String>,
     /// Build logs: file under the log directory → decompressed contents.
     logs: BTreeMap<String, Vec<u8>>,
 }
@@ -165,6 +167,12 @@ impl Place {
             code: out.status.code().unwrap_or(-1),
             paths: self.path_infos(),
             logs: self.logs(),
+            will_build: stderr
+                .lines()
+                .skip_while(|l| !l.ends_with("will be built:"))
+                .take_while(|l| l.ends_with("will be built:") || l.starts_with("  "))
+                .map(str::to_owned)
+                .collect(),
             errors: stderr
                 .lines()
                 .filter(|l| l.starts_with("error: "))
@@ -277,6 +285,7 @@ fn assert_same(n: &Outcome, d: &Outcome) {
         n.stderr, d.stderr
     );
     assert_eq!(n.logs, d.logs, "build logs");
+    assert_eq!(n.will_build, d.will_build, "what will be built");
 }
 
 #[test]
@@ -311,6 +320,12 @@ fn chain_wide_and_random_graphs() {
         assert_eq!(n.code, 0, "{file}: {}", n.stderr);
         assert!(n.paths.len() > 15, "{file}: {} paths", n.paths.len());
         assert_eq!(n.logs.len(), n.paths.len(), "{file}: one log per build");
+        assert_eq!(
+            n.will_build.len(),
+            n.paths.len() + 1,
+            "{file}: {:?}",
+            n.will_build
+        );
     }
 }
 

@@ -203,3 +203,57 @@ async fn dropping_a_running_build_kills_it() {
         assert!(waited < 50_000_000, "builder {pid} survived");
     }
 }
+
+#[tokio::test]
+async fn a_builder_dies_with_its_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisors();
+    let s = spec(dir.path(), "echo go; exec busybox sleep 1000");
+    let Started::Running(mut b) = sup.start(&s).await.unwrap() else {
+        panic!("not started");
+    };
+    let pid = b.pid() as i32;
+    let mut buf = [0u8; 64];
+    assert_eq!(b.next(&mut buf).await.unwrap(), BuilderEvent::Output(3));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_ascii_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: killing the supervisor this test started.
+    unsafe { libc::kill(ppid, libc::SIGKILL) };
+    assert!(b.next(&mut buf).await.is_err(), "the supervisor is gone");
+    let mut waited = 0u64;
+    while alive(pid) && !zombie(pid) {
+        std::thread::yield_now();
+        waited += 1;
+        assert!(waited < 50_000_000, "builder {pid} survived its supervisor");
+    }
+}
+
+/// Whether a process has exited but not been reaped yet.
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test]
+async fn an_idle_supervisor_that_died_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisors();
+    let (out, status) = run(&sup, &spec(dir.path(), "echo $PPID"), None).await;
+    assert_eq!(status, 0);
+    let supervisor: i32 = out.trim().parse().unwrap();
+    // SAFETY: killing the (idle) supervisor this test started.
+    unsafe { libc::kill(supervisor, libc::SIGKILL) };
+    while alive(supervisor) && !zombie(supervisor) {
+        std::thread::yield_now();
+    }
+    let (out, status) = run(&sup, &spec(dir.path(), "echo $PPID"), None).await;
+    assert_eq!(status, 0);
+    assert_ne!(out.trim().parse::<i32>().unwrap(), supervisor);
+}

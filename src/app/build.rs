@@ -258,6 +258,7 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
     for w in &settings.warnings {
         eprintln!("warning: {w}");
     }
+    print_missing(&store, &wanted)?;
     let supervisors = Supervisors::new(
         Supervisors::current_exe().map_err(|e| AppError::io("finding", Path::new("drover"), e))?,
     );
@@ -348,6 +349,37 @@ impl Interrupts {
             _ = self.hup.recv() => {}
         }
     }
+}
+
+/// Says what will be built, as nix-build does before it starts.
+fn print_missing(store: &LocalStore, wanted: &[Wanted]) -> Result<(), AppError> {
+    let mut drvs = Vec::new();
+    let mut paths = Vec::new();
+    for w in wanted {
+        match &w.target {
+            Target::Derivation { drv, outputs } => drvs.push((drv.clone(), outputs.clone())),
+            Target::Path(p) => paths.push(p.clone()),
+        }
+    }
+    let missing = store.query_missing(&drvs, &paths)?;
+    let mut text = String::new();
+    match missing.will_build.len() {
+        0 => {}
+        1 => text.push_str("this derivation will be built:\n"),
+        n => text.push_str(&format!("these {n} derivations will be built:\n")),
+    }
+    for d in store.sort_for_printing(&missing.will_build)? {
+        text.push_str(&format!("  {}\n", store.print(&d)));
+    }
+    if !missing.unknown.is_empty() {
+        text.push_str("don't know how to build these paths:\n");
+        for p in &missing.unknown {
+            text.push_str(&format!("  {}\n", store.print(p)));
+        }
+    }
+    std::io::stderr()
+        .write_all(text.as_bytes())
+        .map_err(|e| AppError::io("writing to", Path::new("standard error"), e))
 }
 
 /// Prints the built outputs and creates their out-links.

@@ -259,6 +259,8 @@ impl Supervisor {
         if unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
             return Err(os_error("creating a pipe"));
         }
+        // SAFETY: getpid has no preconditions.
+        let supervisor = unsafe { libc::getpid() };
         // A sandboxed builder is cloned into its namespaces and waits on `sync` until its
         // ids are mapped.
         let (pid, sync) = match &exec.spec.namespaces {
@@ -282,7 +284,7 @@ impl Supervisor {
         }
         if pid == 0 {
             close(report[0]);
-            let failure = setup_child(exec, log_fd, sync);
+            let failure = setup_child(exec, log_fd, supervisor, sync);
             let _ = write_all(report[1], failure.as_bytes());
             // SAFETY: leaving the forked child.
             unsafe { libc::_exit(1) };
@@ -574,10 +576,22 @@ fn children() -> Vec<i32> {
 
 /// In the forked child: sets up the builder and executes it. Returns only on a setup
 /// failure, with its message; a failure to execute the program goes to the build log.
-fn setup_child(exec: &Exec, log_fd: RawFd, sandbox: Option<RawFd>) -> String {
+fn setup_child(
+    exec: &Exec,
+    log_fd: RawFd,
+    supervisor: libc::pid_t,
+    sandbox: Option<RawFd>,
+) -> String {
     // SAFETY: system calls on the forked child's own state; the supervisor is single-threaded,
     // so allocating after the fork is sound.
     unsafe {
+        // Should the supervisor itself die, the builder goes with it.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        // (In its own PID namespace the builder sees no parent; it waits for the supervisor
+        // on the sync pipe instead, which closes when the supervisor dies.)
+        if sandbox.is_none() && libc::getppid() != supervisor {
+            libc::_exit(1);
+        }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());

@@ -113,35 +113,30 @@ impl Supervisors {
 
     /// Runs `spec` under a supervisor (an idle one, or a new one).
     pub async fn start(self: &Arc<Self>, spec: &SandboxSpec) -> io::Result<Started> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut conn = match idle {
-            Some(c) => c,
-            None => self.spawn()?,
-        };
         let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io::Error::other(format!("creating the log pipe: {e}")))?;
         let body = spec.encode();
-        let mut head = [protocol::RUN, 0, 0, 0, 0];
         let len = u32::try_from(body.len())
             .map_err(|_| io::Error::other("the build spec is larger than 4 GiB"))?;
-        head[1..].copy_from_slice(&len.to_le_bytes());
-        let fds = [log_write.as_raw_fd()];
-        let sent = conn
-            .sock
-            .async_io(Interest::WRITABLE, || {
-                sendmsg::<()>(
-                    conn.sock.as_raw_fd(),
-                    &[IoSlice::new(&head)],
-                    &[ControlMessage::ScmRights(&fds)],
-                    MsgFlags::MSG_NOSIGNAL,
-                    None,
-                )
-                .map_err(io::Error::from)
-            })
-            .await?;
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut conn = match idle {
+            // An idle supervisor that went away meanwhile cannot have started anything: a new
+            // one takes the request.
+            Some(mut c) => match send_request(&mut c, len, &log_write, &body).await {
+                Ok(()) => c,
+                Err(_) => {
+                    let mut c = self.spawn()?;
+                    send_request(&mut c, len, &log_write, &body).await?;
+                    c
+                }
+            },
+            None => {
+                let mut c = self.spawn()?;
+                send_request(&mut c, len, &log_write, &body).await?;
+                c
+            }
+        };
         drop(log_write);
-        conn.sock.write_all(&head[sent..]).await?;
-        conn.sock.write_all(&body).await?;
         let (tag, text) = conn.line().await?;
         match tag {
             protocol::STARTED => {
@@ -172,6 +167,33 @@ impl Supervisors {
             .unwrap_or_else(|e| e.into_inner())
             .push(conn);
     }
+}
+
+/// Sends a run request: its head with the log pipe's write end attached, then the spec.
+async fn send_request(
+    conn: &mut Conn,
+    len: u32,
+    log_write: &OwnedFd,
+    body: &[u8],
+) -> io::Result<()> {
+    let mut head = [protocol::RUN, 0, 0, 0, 0];
+    head[1..].copy_from_slice(&len.to_le_bytes());
+    let fds = [log_write.as_raw_fd()];
+    let sock = &conn.sock;
+    let sent = sock
+        .async_io(Interest::WRITABLE, || {
+            sendmsg::<()>(
+                sock.as_raw_fd(),
+                &[IoSlice::new(&head)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(io::Error::from)
+        })
+        .await?;
+    conn.sock.write_all(&head[sent..]).await?;
+    conn.sock.write_all(body).await
 }
 
 /// What a running builder did next.

@@ -1,5 +1,5 @@
 //! Real builds, as Nix 2.8's `LocalDerivationGoal` does them: given a [`BuildRequest`], prepare
-//! the build directory and environment ([`prepare`], [`env`]), run the builder under its
+//! the build directory and environment ([`prepare`], [`mod@env`]), run the builder under its
 //! supervisor and stream its log ([`Builder::run`]), then check and register the outputs
 //! ([`outputs`]). The scheduler decides *when* to build; this module does the building.
 //!

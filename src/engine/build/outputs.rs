@@ -1,5 +1,5 @@
-//! After a successful builder: hand the outputs to [`register`] and turn its answer into a
-//! [`BuildOutcome`]; remember each round's outputs for `--repeat`.
+//! After a successful builder: hand the outputs to [`mod@super::register`] and turn its
+//! answer into a [`BuildOutcome`]; remember each round's outputs for `--repeat`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
