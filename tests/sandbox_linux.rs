@@ -380,3 +380,49 @@ async fn an_ordinary_user_gets_the_same_sandbox() {
     );
     let _ = OUT;
 }
+
+/// Whether a process has exited but not been reaped yet.
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test]
+async fn a_sandboxed_build_dies_with_its_supervisor() {
+    if !require_namespaces() {
+        return;
+    }
+    let f = Fake::new();
+    let sup = supervisors();
+    let spec = f.spec(
+        "busybox sleep 5813 & echo go; exec busybox sleep 5813",
+        true,
+    );
+    let Started::Running(mut b) = sup.start(&spec).await.unwrap() else {
+        panic!("not started");
+    };
+    let pid = b.pid() as i32;
+    let mut buf = [0u8; 64];
+    assert_eq!(b.next(&mut buf).await.unwrap(), BuilderEvent::Output(3));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let supervisor: i32 = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_ascii_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: killing the supervisor this test started.
+    unsafe { libc::kill(supervisor, libc::SIGKILL) };
+    assert!(b.next(&mut buf).await.is_err(), "the supervisor is gone");
+    let mut waited = 0u64;
+    while processes_with_arg("5813")
+        .into_iter()
+        .any(|p| alive(p) && !zombie(p))
+    {
+        std::thread::yield_now();
+        waited += 1;
+        assert!(waited < 5_000_000, "the build survived its supervisor");
+    }
+}

@@ -25,7 +25,9 @@ pub struct SandboxSpec {
     pub env: Vec<Vec<u8>>,
     /// Where the builder starts.
     pub cwd: PathBuf,
-    /// Switch to this user and group (a build user); `None` runs as the caller.
+    /// Switch to this user and group (a build user); `None` runs as the caller. With
+    /// [`SandboxSpec::namespaces`] these stay `None`: the sandbox's [`IdMap`]s say who the
+    /// builder is.
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     /// Supplementary groups of the build user.
