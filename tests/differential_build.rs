@@ -12,6 +12,7 @@
 //! structured attributes) into their outputs. Builders are `/bin/busybox`.
 
 mod common;
+mod sandbox_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,9 @@ struct Place {
     base: PathBuf,
     /// Holds the workload files, kept across both runs.
     work: tempfile::TempDir,
+    /// A chroot store (`--store <base>/root`: logical `/nix/store`) rather than one whose
+    /// files are at their logical paths.
+    chroot: bool,
 }
 
 /// What one engine did.
@@ -54,10 +58,20 @@ impl Place {
         Place {
             base,
             work: tempfile::tempdir().unwrap(),
+            chroot: false,
         }
     }
 
+    fn chroot_store(name: &str) -> Place {
+        let mut p = Place::new(name);
+        p.chroot = true;
+        p
+    }
+
     fn uri(&self) -> String {
+        if self.chroot {
+            return self.base.join("root").display().to_string();
+        }
         format!(
             "local?store={0}/store&state={0}/state&log={0}/log",
             self.base.display()
@@ -171,7 +185,12 @@ impl Place {
     /// Every build log, decompressed, by its file name under `<log>/drvs`.
     fn logs(&self) -> BTreeMap<String, Vec<u8>> {
         let mut out = BTreeMap::new();
-        let Ok(dirs) = std::fs::read_dir(self.base.join("log/drvs")) else {
+        let log = if self.chroot {
+            "root/nix/var/log/nix/drvs"
+        } else {
+            "log/drvs"
+        };
+        let Ok(dirs) = std::fs::read_dir(self.base.join(log)) else {
             return out;
         };
         for d in dirs {
@@ -412,7 +431,24 @@ fn check_finds_a_nondeterministic_builder() {
     if !common::require_nix() {
         return;
     }
-    let p = Place::new("check");
+    check_both_engines("check", &[]);
+}
+
+#[test]
+fn sandboxed_check_finds_a_nondeterministic_builder() {
+    if !common::require_nix() || !sandbox_support::require_namespaces() {
+        return;
+    }
+    check_both_engines("sandboxed-check", SANDBOXED);
+}
+
+/// `--check` of a deterministic and a nondeterministic builder (with `flags` throughout):
+/// both engines give the same statuses and messages.
+fn check_both_engines(name: &str, flags: &[&str]) {
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        flags.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    let p = Place::new(name);
     let nix = p.write(
         "nd.nix",
         r#"{
@@ -424,12 +460,12 @@ fn check_finds_a_nondeterministic_builder() {
     );
     let mut results = Vec::new();
     for engine in [Engine::Nix, Engine::Drover] {
-        let first = p.run(engine, &nix, &["nd", "det"], &[]);
+        let first = p.run(engine, &nix, &["nd", "det"], &with(&[]));
         assert_eq!(first.code, 0, "{}", first.stderr);
-        let det = p.run_again(engine, &nix, &["det"], &["--check"]);
+        let det = p.run_again(engine, &nix, &["det"], &with(&["--check"]));
         assert_eq!(det.code, 0, "{engine:?}: {}", det.stderr);
-        let nd = p.run_again(engine, &nix, &["nd"], &["--check"]);
-        let keep = p.run_again(engine, &nix, &["nd"], &["--check", "-K"]);
+        let nd = p.run_again(engine, &nix, &["nd"], &with(&["--check"]));
+        let keep = p.run_again(engine, &nix, &["nd"], &with(&["--check", "-K"]));
         results.push((nd.code, nd.errors, keep.code, keep.errors));
     }
     assert_eq!(results[0], results[1]);
@@ -580,4 +616,150 @@ fn builders_see_the_same_environment_and_files() {
         structured.contains(".attrs.json\n.attrs.sh\n"),
         "{structured}"
     );
+}
+
+/// Both engines sandboxed (`sandbox = true`, `/bin/sh` and `/bin/busybox` bound from the host).
+const SANDBOXED: &[&str] = &[
+    "--option",
+    "sandbox",
+    "true",
+    "--option",
+    "sandbox-paths",
+    "/bin/sh=/bin/busybox /bin/busybox",
+];
+
+fn with_sandbox(flags: &[&'static str]) -> Vec<&'static str> {
+    SANDBOXED.iter().chain(flags).copied().collect()
+}
+
+#[test]
+fn sandboxed_graphs_match_nix_sandboxed() {
+    if !common::require_nix() || !sandbox_support::require_namespaces() {
+        return;
+    }
+    let p = Place::new("sandboxed");
+    let nix = p.generate(
+        "random.nix",
+        &[
+            "--shape",
+            "random",
+            "-n",
+            "25",
+            "--seed",
+            "7",
+            "--out-dir",
+            "--fod",
+            "3",
+            "--extras",
+            "--multi-output",
+        ],
+    );
+    let (n, d) = p.compare(&nix, &[], &with_sandbox(&["-j", "4"]));
+    assert_eq!(n.code, 0, "{}", n.stderr);
+    assert!(n.paths.len() > 25, "{} paths", n.paths.len());
+    assert!(!d.stderr.contains("warning"), "{}", d.stderr);
+    let fail = p.generate(
+        "fail.nix",
+        &[
+            "--shape", "random", "-n", "12", "--seed", "4", "--fail", "5",
+        ],
+    );
+    let (n, _) = p.compare(&fail, &[], &with_sandbox(&["-k", "-j", "2"]));
+    assert_eq!(n.code, 100, "{}", n.stderr);
+    let bad = p.generate("bad.nix", &["--shape", "wide", "-n", "2", "--bad-fod"]);
+    let (n, _) = p.compare(&bad, &[], &with_sandbox(&["-k"]));
+    assert_eq!(n.code, 102, "{}", n.stderr);
+}
+
+/// Builders that write down what they see of the sandbox: equal NAR hashes mean the same
+/// users, names, directories, files, devices and network, byte for byte.
+#[test]
+fn sandboxed_builders_see_what_nix_s_see() {
+    if !common::require_nix() || !sandbox_support::require_namespaces() {
+        return;
+    }
+    let p = Place::new("sandbox-view");
+    let nix = p.write(
+        "view.nix",
+        r#"let
+          sys = builtins.currentSystem;
+          bb = "/bin/busybox";
+          dep = derivation { name = "dep"; system = sys; builder = bb; args = [ "sh" "-c" "mkdir $out; echo dep > $out/f" ]; };
+          look = ''
+            {
+            echo "pid $$"; id; hostname; cat /proc/sys/kernel/domainname; pwd
+            env | sort
+            ls / /dev /etc $NIX_STORE /build /tmp
+            stat -c '%n %a %U %G' / /tmp /build $NIX_STORE /etc/passwd /dev/null /dev/shm /dev/pts
+            cat /etc/passwd /etc/group /etc/hosts /proc/self/uid_map /proc/self/gid_map
+            ip -o addr | cut -d' ' -f2-4
+            cat ${dep}/f
+            ls /proc | grep -c '^[0-9]'
+            echo ok > /tmp/t && cat /tmp/t
+            cat /etc/shadow /nix/store/x 2>/dev/null || echo hidden
+            } > $out 2>&1
+          '';
+        in {
+          view = derivation { name = "view"; system = sys; builder = bb; args = [ "sh" "-c" look ]; };
+        }"#,
+    );
+    let (n, d) = p.compare(&nix, &["view"], &with_sandbox(&[]));
+    assert_eq!(n.code, 0, "{}", n.stderr);
+    let view = std::fs::read_dir(p.base.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|e| e.to_string_lossy().ends_with("-view"))
+        .unwrap();
+    let text = std::fs::read_to_string(view).unwrap();
+    for want in [
+        "pid 1\n",
+        "uid=1000(nixbld) gid=100(nixbld)\nlocalhost\n(none)\n/build\n",
+        "NIX_BUILD_TOP=/build\n",
+        "\nhidden\n",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want:?} not in:\n{text}\n{}",
+            d.stderr
+        );
+    }
+}
+
+/// A chroot store (logical `/nix/store`, files elsewhere) builds through the sandbox with
+/// both engines, though `sandbox` is false.
+#[test]
+fn chroot_stores_build_like_nix_s() {
+    if !common::require_nix() || !sandbox_support::require_namespaces() {
+        return;
+    }
+    let p = Place::chroot_store("chroot");
+    let nix = p.generate(
+        "random.nix",
+        &[
+            "--shape",
+            "random",
+            "-n",
+            "15",
+            "--seed",
+            "9",
+            "--out-dir",
+            "--fod",
+            "2",
+            "--extras",
+        ],
+    );
+    let (n, _) = p.compare(
+        &nix,
+        &[],
+        &[
+            "-j",
+            "3",
+            "--option",
+            "sandbox-paths",
+            "/bin/sh=/bin/busybox /bin/busybox",
+        ],
+    );
+    assert_eq!(n.code, 0, "{}", n.stderr);
+    assert!(n.paths.keys().all(|k| k.starts_with("/nix/store/")));
+    assert!(n.paths.len() > 15, "{} paths", n.paths.len());
 }

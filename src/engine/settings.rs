@@ -8,9 +8,9 @@
 //! `extra-NAME` appending to a list setting. Settings Nix knows but drover does not use are
 //! accepted quietly; unknown ones give Nix's warning.
 //!
-//! Two defaults differ from Nix until the issues that implement them land: `sandbox` is false
-//! (asking for the sandbox is an error for now) and `build-users-group` is empty (builds run
-//! as the calling user). `substituters` is read but not used yet.
+//! Two defaults differ from Nix: `sandbox` is false (Nix: true on Linux; Debian's nix.conf
+//! sets it false too) and `build-users-group` is empty (build users are not supported yet;
+//! builds run as the calling user). `substituters` is read but not used yet.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::engine::build::BuildSettings;
+use crate::engine::build::sandbox::SandboxSettings;
 use crate::engine::format::StoreDir;
 use crate::engine::scheduler::Settings as SchedulerSettings;
 
@@ -69,6 +70,8 @@ pub struct Settings {
     pub extra_platforms: BTreeSet<String>,
     pub system_features: BTreeSet<String>,
     pub sandbox: SandboxMode,
+    /// The other sandbox settings (`sandbox-paths`, `sandbox-fallback`, ...).
+    pub sandboxing: SandboxSettings,
     pub build_users_group: String,
     pub keep_build_log: bool,
     pub compress_build_log: bool,
@@ -94,13 +97,6 @@ const IGNORED: &[&str] = &[
     "keep-derivations",
     "auto-optimise-store",
     "keep-env-derivations",
-    "sandbox-paths",
-    "build-chroot-dirs",
-    "build-sandbox-paths",
-    "sandbox-fallback",
-    "sandbox-dev-shm-size",
-    "sandbox-build-dir",
-    "allowed-impure-host-deps",
     "darwin-log-sandbox-violations",
     "run-diff-hook",
     "diff-hook",
@@ -117,8 +113,6 @@ const IGNORED: &[&str] = &[
     "pre-build-hook",
     "post-build-hook",
     "netrc-file",
-    "filter-syscalls",
-    "allow-new-privileges",
     "ignored-acls",
     "hashed-mirrors",
     "min-free",
@@ -131,7 +125,6 @@ const IGNORED: &[&str] = &[
     "trusted-binary-caches",
     "binary-caches",
     "binary-cache-public-keys",
-    "extra-sandbox-paths",
     "show-trace",
     "warn-dirty",
     "flake-registry",
@@ -197,6 +190,7 @@ impl Default for Settings {
             extra_platforms,
             system_features,
             sandbox: SandboxMode::Disabled,
+            sandboxing: SandboxSettings::default(),
             build_users_group: String::new(),
             keep_build_log: true,
             compress_build_log: true,
@@ -311,6 +305,9 @@ impl Settings {
 
     /// Sets one setting by its Nix name (or alias); `extra-NAME` appends to a list.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingsError> {
+        if let Some(result) = self.sandboxing.set(name, value) {
+            return result.map_err(|reason| bad(name, value, &reason));
+        }
         if let Some(list) = name.strip_prefix("extra-") {
             match list {
                 "substituters" | "binary-caches" => self.substituters.extend(words(value)),
@@ -422,22 +419,15 @@ impl Settings {
             keep_build_log: self.keep_build_log,
             compress_build_log: self.compress_build_log,
             impersonate_linux_26: self.impersonate_linux_26,
+            sandbox: SandboxSettings {
+                mode: self.sandbox,
+                ..self.sandboxing.clone()
+            },
         }
     }
 
     /// Refuses what drover cannot do yet, rather than doing something else silently.
     pub fn check_supported(&self) -> Result<(), SettingsError> {
-        if self.sandbox != SandboxMode::Disabled {
-            return Err(bad(
-                "sandbox",
-                if self.sandbox == SandboxMode::Enabled {
-                    "true"
-                } else {
-                    "relaxed"
-                },
-                "sandboxed builds arrive with the sandbox issue; pass --option sandbox false",
-            ));
-        }
         if !self.build_users_group.is_empty() {
             return Err(bad(
                 "build-users-group",
@@ -493,13 +483,14 @@ mod tests {
         assert_eq!(sched.poll_interval_ms, 5000);
         assert!(s.check_supported().is_ok());
         let mut t = s.clone();
-        t.set("sandbox", "true").unwrap();
-        assert!(
-            t.check_supported()
-                .unwrap_err()
-                .to_string()
-                .contains("sandbox")
-        );
+        t.set("sandbox", "relaxed").unwrap();
+        t.set("extra-sandbox-paths", "/bin/sh=/bin/busybox")
+            .unwrap();
+        assert!(t.set("sandbox-fallback", "no").is_err());
+        let b = t.build_settings();
+        assert_eq!(b.sandbox.mode, SandboxMode::Relaxed);
+        assert!(b.sandbox.paths.contains("/bin/sh=/bin/busybox"));
+        assert!(t.check_supported().is_ok());
         assert!(parse_max_jobs("auto").unwrap() >= 1);
     }
 }

@@ -13,14 +13,17 @@
 //! outlives it, and the log pipe reaches its end. A kill request, the socket closing (drover
 //! quit or died) or a terminating signal kill the whole build the same way.
 //!
-//! The builder is set up as Nix's `runChild` does without a sandbox: its own session, the log
-//! pipe on stdout and stderr, `/dev/null` on stdin, default signal dispositions, umask 022,
-//! the build directory as working directory, the personality (32-bit, `UNAME26`, no address
-//! randomisation), no core dumps, and the build user if any.
+//! The builder is set up as Nix's `runChild` does: its own session, the log pipe on stdout
+//! and stderr, `/dev/null` on stdin, default signal dispositions, umask 022, the sandbox when
+//! the spec asks for one ([`linux`]: the builder is then PID 1 of its own PID namespace, and
+//! when it exits the kernel kills whatever it left there), the build directory as working
+//! directory, the personality (32-bit, `UNAME26`, no address randomisation), no core dumps,
+//! and the build user if any.
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
 
+use super::linux;
 use super::spec::SandboxSpec;
 
 /// The hidden subcommand that runs the supervisor.
@@ -66,20 +69,20 @@ pub fn main() -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn errno() -> i32 {
+pub(super) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// The text of an OS error as Nix prints it (no "(os error N)").
-fn error_text(errno: i32) -> &'static str {
+pub(super) fn error_text(errno: i32) -> &'static str {
     nix::errno::Errno::from_raw(errno).desc()
 }
 
-fn os_error(what: &str) -> String {
+pub(super) fn os_error(what: &str) -> String {
     format!("{what}: {}", error_text(errno()))
 }
 
-fn write_all(fd: RawFd, mut data: &[u8]) -> Result<(), i32> {
+pub(super) fn write_all(fd: RawFd, mut data: &[u8]) -> Result<(), i32> {
     while !data.is_empty() {
         // SAFETY: `data` is a valid buffer of `data.len()` bytes.
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
@@ -112,7 +115,7 @@ fn read_exact(fd: RawFd, buf: &mut [u8]) -> bool {
     true
 }
 
-fn close(fd: RawFd) {
+pub(super) fn close(fd: RawFd) {
     // SAFETY: closing a descriptor this process owns.
     unsafe { libc::close(fd) };
 }
@@ -250,9 +253,6 @@ impl Supervisor {
     /// Forks the builder; its pid once it runs (or failed to execute, which it reports in
     /// its log), or why setting it up failed.
     fn start(&self, exec: &Exec, log_fd: RawFd) -> Result<i32, String> {
-        if exec.spec.namespaces.is_some() {
-            return Err("sandboxed builds are not supported yet".into());
-        }
         // The child reports a setup failure on this pipe; it closes on exec.
         let mut report = [0 as RawFd; 2];
         // SAFETY: creating a pipe into a two-element array.
@@ -261,9 +261,22 @@ impl Supervisor {
         }
         // SAFETY: getpid has no preconditions.
         let supervisor = unsafe { libc::getpid() };
-        // SAFETY: this process is single-threaded, so the child may use anything, the
-        // allocator included.
-        let pid = unsafe { libc::fork() };
+        // A sandboxed builder is cloned into its namespaces and waits on `sync` until its
+        // ids are mapped.
+        let (pid, sync) = match &exec.spec.namespaces {
+            // SAFETY: this process is single-threaded, so the child may use anything, the
+            // allocator included.
+            None => (unsafe { libc::fork() }, None),
+            Some(ns) => match linux::clone_builder(ns) {
+                Ok(linux::Cloned::Child(sync)) => (0, Some(sync)),
+                Ok(linux::Cloned::Parent(pid, sync)) => (pid, Some(sync)),
+                Err(e) => {
+                    close(report[0]);
+                    close(report[1]);
+                    return Err(e);
+                }
+            },
+        };
         if pid < 0 {
             close(report[0]);
             close(report[1]);
@@ -271,12 +284,19 @@ impl Supervisor {
         }
         if pid == 0 {
             close(report[0]);
-            let failure = setup_child(exec, log_fd, supervisor);
+            let failure = setup_child(exec, log_fd, supervisor, sync);
             let _ = write_all(report[1], failure.as_bytes());
             // SAFETY: leaving the forked child.
             unsafe { libc::_exit(1) };
         }
         close(report[1]);
+        if let (Some(ns), Some(sync)) = (&exec.spec.namespaces, sync)
+            && let Err(e) = linux::release(pid, ns, sync)
+        {
+            close(report[0]);
+            self.finish(pid, None);
+            return Err(e);
+        }
         let mut message = Vec::new();
         let mut buf = [0u8; 512];
         loop {
@@ -556,13 +576,20 @@ fn children() -> Vec<i32> {
 
 /// In the forked child: sets up the builder and executes it. Returns only on a setup
 /// failure, with its message; a failure to execute the program goes to the build log.
-fn setup_child(exec: &Exec, log_fd: RawFd, supervisor: libc::pid_t) -> String {
+fn setup_child(
+    exec: &Exec,
+    log_fd: RawFd,
+    supervisor: libc::pid_t,
+    sandbox: Option<RawFd>,
+) -> String {
     // SAFETY: system calls on the forked child's own state; the supervisor is single-threaded,
     // so allocating after the fork is sound.
     unsafe {
         // Should the supervisor itself die, the builder goes with it.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        if libc::getppid() != supervisor {
+        // (In its own PID namespace the builder sees no parent; it waits for the supervisor
+        // on the sync pipe instead, which closes when the supervisor dies.)
+        if sandbox.is_none() && libc::getppid() != supervisor {
             libc::_exit(1);
         }
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -593,6 +620,11 @@ fn setup_child(exec: &Exec, log_fd: RawFd, supervisor: libc::pid_t) -> String {
         libc::close(null);
         libc::close(log_fd);
         libc::umask(0o022);
+        if let (Some(ns), Some(sync)) = (&exec.spec.namespaces, sandbox)
+            && let Err(e) = linux::enter(ns, sync)
+        {
+            return e;
+        }
         if libc::chdir(exec.cwd.as_ptr()) == -1 {
             return os_error(&format!(
                 "changing into '{}'",

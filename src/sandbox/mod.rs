@@ -7,6 +7,7 @@
 //! derivations (layer rule 5).
 
 pub mod helper;
+pub mod linux;
 pub mod spec;
 
 use std::io::{self, IoSlice};
@@ -22,7 +23,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
-pub use spec::{Namespaces, Personality, SandboxSpec};
+pub use spec::{BindMount, IdMap, Namespaces, Personality, SandboxFile, SandboxSpec};
 
 use helper::protocol;
 

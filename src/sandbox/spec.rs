@@ -1,6 +1,7 @@
 //! What to run for a build, as plain data: the program, its arguments and environment (bytes,
 //! since Nix allows any), the working directory, the user to run as, the personality, and
-//! (with the sandbox) the namespaces to set up. The engine builds a [`SandboxSpec`] from a
+//! (with the sandbox) the namespaces to set up and the root to assemble: what to bind where,
+//! which files to write, the id maps, the host name. The engine builds a [`SandboxSpec`] from a
 //! derivation; the supervisor (`drover __build-exec`) decodes it and runs it.
 //!
 //! It travels in a small binary encoding (every field a little-endian `u32` length or value,
@@ -9,7 +10,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -24,7 +25,9 @@ pub struct SandboxSpec {
     pub env: Vec<Vec<u8>>,
     /// Where the builder starts.
     pub cwd: PathBuf,
-    /// Switch to this user and group (a build user); `None` runs as the caller.
+    /// Switch to this user and group (a build user); `None` runs as the caller. With
+    /// [`SandboxSpec::namespaces`] these stay `None`: the sandbox's [`IdMap`]s say who the
+    /// builder is.
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     /// Supplementary groups of the build user.
@@ -43,12 +46,70 @@ pub struct Personality {
     pub uname26: bool,
 }
 
-/// The isolation a sandboxed build gets; filled in by the sandbox work.
+/// The isolation a sandboxed build gets (Nix's `useChroot` on Linux): every path is absolute;
+/// `chroot` is a host path, targets are paths inside the sandbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Namespaces {
+    /// The host directory where the sandbox's root is assembled; the sandbox creates it (it
+    /// must not exist) and the engine deletes it after the build.
+    pub chroot: PathBuf,
+    /// The logical store dir, created inside (mode 01775) and writable: the outputs are
+    /// written there, at `chroot` + their logical path.
+    pub store_dir: PathBuf,
+    /// The host build directory, and where the builder sees it (`sandbox-build-dir`).
+    pub build_dir: PathBuf,
+    pub sandbox_build_dir: PathBuf,
+    /// Host files and directories to bind (input closure, `sandbox-paths`, devices), in an
+    /// order where a target comes after the targets it lies in.
+    pub binds: Vec<BindMount>,
+    /// Files written into the root before the binds (`/etc/passwd`, `/etc/group`, ...).
+    pub files: Vec<SandboxFile>,
     /// A private network namespace with only a loopback interface (all but fixed-output
-    /// builds).
+    /// and impure builds).
     pub private_network: bool,
+    /// The builder's user and group inside, and the host ids they map to.
+    pub uid: IdMap,
+    pub gid: IdMap,
+    pub hostname: String,
+    pub domainname: String,
+    /// A nearly empty `/dev` (directories `shm` and `pts`, the `fd`, `stdin`, `stdout`,
+    /// `stderr` links); the device nodes themselves come as binds.
+    pub minimal_dev: bool,
+    /// A new `devpts` instance on `/dev/pts` with `/dev/ptmx` pointing into it.
+    pub devpts: bool,
+    /// A tmpfs on `/dev/shm` with this `size=` option (`sandbox-dev-shm-size`).
+    pub dev_shm_size: Option<String>,
+    /// Refuse setuid/setgid modes and extended attributes (`filter-syscalls`).
+    pub seccomp: bool,
+    /// Leave `no_new_privs` unset (`allow-new-privileges`).
+    pub allow_new_privileges: bool,
+    /// The builder is the host's root (no build user): make the kernel's knobs in `/proc`
+    /// (`sys`, `sysrq-trigger`, ...) read-only, since its file permissions would let it in.
+    pub protect_proc: bool,
+}
+
+/// A host path that appears in the sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+    /// A missing source is skipped rather than an error (`sandbox-paths` with `?`).
+    pub optional: bool,
+}
+
+/// A file the sandbox writes into its root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxFile {
+    pub target: PathBuf,
+    pub contents: Vec<u8>,
+}
+
+/// An id inside a user namespace and the host id it maps to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdMap {
+    pub inside: u32,
+    pub outside: u32,
 }
 
 /// A spec that could not be decoded.
@@ -82,6 +143,52 @@ impl Encoder {
 
     fn opt(&mut self, n: Option<u32>) {
         self.num(n.unwrap_or(NONE));
+    }
+
+    fn flag(&mut self, b: bool) {
+        self.num(u32::from(b));
+    }
+
+    fn path(&mut self, p: &Path) {
+        self.bytes(p.as_os_str().as_bytes());
+    }
+
+    fn namespaces(&mut self, ns: &Namespaces) {
+        self.path(&ns.chroot);
+        self.path(&ns.store_dir);
+        self.path(&ns.build_dir);
+        self.path(&ns.sandbox_build_dir);
+        self.num(ns.binds.len() as u32);
+        for b in &ns.binds {
+            self.path(&b.source);
+            self.path(&b.target);
+            self.flag(b.read_only);
+            self.flag(b.optional);
+        }
+        self.num(ns.files.len() as u32);
+        for f in &ns.files {
+            self.path(&f.target);
+            self.bytes(&f.contents);
+        }
+        self.flag(ns.private_network);
+        for id in [ns.uid, ns.gid] {
+            self.num(id.inside);
+            self.num(id.outside);
+        }
+        self.bytes(ns.hostname.as_bytes());
+        self.bytes(ns.domainname.as_bytes());
+        self.flag(ns.minimal_dev);
+        self.flag(ns.devpts);
+        match &ns.dev_shm_size {
+            None => self.flag(false),
+            Some(size) => {
+                self.flag(true);
+                self.bytes(size.as_bytes());
+            }
+        }
+        self.flag(ns.seccomp);
+        self.flag(ns.allow_new_privileges);
+        self.flag(ns.protect_proc);
     }
 }
 
@@ -136,6 +243,79 @@ impl<'a> Decoder<'a> {
             _ => Err(self.err("expected 0 or 1")),
         }
     }
+
+    fn path(&mut self) -> Result<PathBuf, DecodeError> {
+        Ok(PathBuf::from(OsStr::from_bytes(self.bytes()?)))
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let b = self.bytes()?;
+        String::from_utf8(b.to_vec()).map_err(|_| self.err("invalid UTF-8"))
+    }
+
+    /// A count of items of at least `min_size` bytes each that must fit in the rest.
+    fn count(&mut self, min_size: usize) -> Result<usize, DecodeError> {
+        let n = self.num()? as usize;
+        if n.saturating_mul(min_size) > self.data.len() - self.pos {
+            return Err(self.err("list longer than the spec"));
+        }
+        Ok(n)
+    }
+
+    fn id_map(&mut self) -> Result<IdMap, DecodeError> {
+        Ok(IdMap {
+            inside: self.num()?,
+            outside: self.num()?,
+        })
+    }
+
+    fn namespaces(&mut self) -> Result<Namespaces, DecodeError> {
+        let chroot = self.path()?;
+        let store_dir = self.path()?;
+        let build_dir = self.path()?;
+        let sandbox_build_dir = self.path()?;
+        let binds = (0..self.count(16)?)
+            .map(|_| {
+                Ok(BindMount {
+                    source: self.path()?,
+                    target: self.path()?,
+                    read_only: self.flag()?,
+                    optional: self.flag()?,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        let files = (0..self.count(8)?)
+            .map(|_| {
+                Ok(SandboxFile {
+                    target: self.path()?,
+                    contents: self.bytes()?.to_vec(),
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        Ok(Namespaces {
+            chroot,
+            store_dir,
+            build_dir,
+            sandbox_build_dir,
+            binds,
+            files,
+            private_network: self.flag()?,
+            uid: self.id_map()?,
+            gid: self.id_map()?,
+            hostname: self.string()?,
+            domainname: self.string()?,
+            minimal_dev: self.flag()?,
+            devpts: self.flag()?,
+            dev_shm_size: if self.flag()? {
+                Some(self.string()?)
+            } else {
+                None
+            },
+            seccomp: self.flag()?,
+            allow_new_privileges: self.flag()?,
+            protect_proc: self.flag()?,
+        })
+    }
 }
 
 impl SandboxSpec {
@@ -159,7 +339,7 @@ impl SandboxSpec {
             None => e.num(0),
             Some(ns) => {
                 e.num(1);
-                e.num(u32::from(ns.private_network));
+                e.namespaces(ns);
             }
         }
         e.0
@@ -184,9 +364,7 @@ impl SandboxSpec {
             uname26: d.flag()?,
         };
         let namespaces = if d.flag()? {
-            Some(Namespaces {
-                private_network: d.flag()?,
-            })
+            Some(d.namespaces()?)
         } else {
             None
         };
@@ -210,6 +388,7 @@ impl SandboxSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn sample() -> SandboxSpec {
         SandboxSpec {
@@ -224,9 +403,51 @@ mod tests {
                 linux32: true,
                 uname26: false,
             },
-            namespaces: Some(Namespaces {
-                private_network: true,
-            }),
+            namespaces: Some(sample_namespaces()),
+        }
+    }
+
+    fn sample_namespaces() -> Namespaces {
+        Namespaces {
+            chroot: PathBuf::from("/nix/store/x.drv.chroot"),
+            store_dir: PathBuf::from("/nix/store"),
+            build_dir: PathBuf::from("/tmp/nix-build-x.drv-0"),
+            sandbox_build_dir: PathBuf::from("/build"),
+            binds: vec![
+                BindMount {
+                    source: PathBuf::from("/real/nix/store/abc-in"),
+                    target: PathBuf::from("/nix/store/abc-in"),
+                    read_only: true,
+                    optional: false,
+                },
+                BindMount {
+                    source: PathBuf::from(OsStr::from_bytes(b"/dev/\xffnv")),
+                    target: PathBuf::from("/dev/nv"),
+                    read_only: false,
+                    optional: true,
+                },
+            ],
+            files: vec![SandboxFile {
+                target: PathBuf::from("/etc/hosts"),
+                contents: b"127.0.0.1 localhost\n::1 localhost\n".to_vec(),
+            }],
+            private_network: true,
+            uid: IdMap {
+                inside: 1000,
+                outside: 0,
+            },
+            gid: IdMap {
+                inside: 100,
+                outside: 30000,
+            },
+            hostname: "localhost".into(),
+            domainname: "(none)".into(),
+            minimal_dev: true,
+            devpts: false,
+            dev_shm_size: Some("50%".into()),
+            seccomp: true,
+            allow_new_privileges: false,
+            protect_proc: true,
         }
     }
 
@@ -257,5 +478,72 @@ mod tests {
         let mut huge = bytes;
         huge[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(SandboxSpec::decode(&huge).is_err());
+    }
+
+    #[test]
+    fn every_cut_of_a_sandboxed_spec_is_an_error() {
+        let bytes = sample().encode();
+        for cut in 0..bytes.len() {
+            assert!(SandboxSpec::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    fn arb_path() -> impl Strategy<Value = PathBuf> {
+        proptest::collection::vec(any::<u8>(), 0..24)
+            .prop_map(|b| PathBuf::from(OsStr::from_bytes(&b)))
+    }
+
+    fn arb_namespaces() -> impl Strategy<Value = Namespaces> {
+        let bind = (arb_path(), arb_path(), any::<bool>(), any::<bool>()).prop_map(
+            |(source, target, read_only, optional)| BindMount {
+                source,
+                target,
+                read_only,
+                optional,
+            },
+        );
+        let file = (arb_path(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(target, contents)| SandboxFile { target, contents });
+        (
+            (arb_path(), arb_path(), arb_path(), arb_path()),
+            proptest::collection::vec(bind, 0..6),
+            proptest::collection::vec(file, 0..4),
+            any::<[u32; 4]>(),
+            (".*", ".*", proptest::option::of(".*")),
+            any::<[bool; 6]>(),
+        )
+            .prop_map(|(dirs, binds, files, ids, names, flags)| Namespaces {
+                chroot: dirs.0,
+                store_dir: dirs.1,
+                build_dir: dirs.2,
+                sandbox_build_dir: dirs.3,
+                binds,
+                files,
+                private_network: flags[0],
+                uid: IdMap {
+                    inside: ids[0],
+                    outside: ids[1],
+                },
+                gid: IdMap {
+                    inside: ids[2],
+                    outside: ids[3],
+                },
+                hostname: names.0,
+                domainname: names.1,
+                dev_shm_size: names.2,
+                minimal_dev: flags[1],
+                devpts: flags[2],
+                seccomp: flags[3],
+                allow_new_privileges: flags[4],
+                protect_proc: flags[5],
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn namespaces_round_trip(ns in arb_namespaces()) {
+            let spec = SandboxSpec { namespaces: Some(ns), ..sample() };
+            prop_assert_eq!(SandboxSpec::decode(&spec.encode()).unwrap(), spec);
+        }
     }
 }

@@ -31,6 +31,21 @@ pub struct Run {
 
 impl TestStore {
     pub fn new() -> TestStore {
+        TestStore::with_uri(|d| {
+            format!(
+                "local?store={0}/store&state={0}/state&log={0}/log",
+                d.display()
+            )
+        })
+    }
+
+    /// A chroot store: logical store dir `/nix/store`, files under `<dir>/root`.
+    pub fn chroot() -> TestStore {
+        TestStore::with_uri(|d| d.join("root").display().to_string())
+    }
+
+    /// A store at the URI made from the test directory.
+    pub fn with_uri(uri: impl FnOnce(&Path) -> String) -> TestStore {
         assert!(
             Path::new(BUSYBOX).exists(),
             "build tests need a static busybox at {BUSYBOX} (apt-get install busybox-static)"
@@ -40,10 +55,7 @@ impl TestStore {
         for sub in ["tmp", "conf", "home"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
-        let uri = format!(
-            "local?store={0}/store&state={0}/state&log={0}/log",
-            d.display()
-        );
+        let uri = uri(&d);
         let config = StoreConfig::parse(Some(&uri), &EnvOverrides::default()).unwrap();
         let store = LocalStore::open(config).unwrap();
         TestStore {

@@ -3,9 +3,9 @@
 //! supervisor and stream its log ([`Builder::run`]), then check and register the outputs
 //! ([`outputs`]). The scheduler decides *when* to build; this module does the building.
 //!
-//! Builds run unsandboxed for now: the request becomes a [`SandboxSpec`] without namespaces,
-//! the seam the sandbox issue fills in. A store whose files are not where its paths say (a
-//! chroot store) cannot build without the sandbox, and says so.
+//! The request becomes a [`SandboxSpec`], with Linux namespaces when the build is sandboxed
+//! ([`sandbox`]); a store whose files are not where its paths say (a chroot store) always
+//! builds in the sandbox, which shows the files at their logical paths.
 //!
 //! [`SandboxSpec`]: crate::sandbox::SandboxSpec
 
@@ -16,6 +16,7 @@ pub mod outputs;
 pub mod parsed;
 pub mod prepare;
 pub mod register;
+pub mod sandbox;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -53,6 +54,8 @@ pub struct BuildSettings {
     pub compress_build_log: bool,
     /// `impersonate-linux-26`.
     pub impersonate_linux_26: bool,
+    /// `sandbox` and its companions.
+    pub sandbox: sandbox::SandboxSettings,
 }
 
 /// Why preparing a build failed, in Nix's terms: a `BuildError` (the derivation is at fault:
@@ -165,6 +168,9 @@ impl Builder {
                 });
             }
         };
+        if let Some(w) = prepared.warning.take() {
+            events(BuildEvent::Note(w));
+        }
         let ended = self.execute(&mut prepared, &mut events, killed).await;
         let this = self.clone();
         let done = tokio::task::spawn_blocking(move || this.finish(prepared, ended)).await;
@@ -241,6 +247,15 @@ impl Builder {
             }),
             Ended::Exited(_) => Some(outputs::register(self, &prepared, &self.rounds)),
         };
+        if let Some(ns) = &prepared.spec.namespaces {
+            let outputs: Vec<_> = prepared
+                .outputs
+                .iter()
+                .map(|o| (o.location.clone(), self.store.real_path(&o.scratch)))
+                .collect();
+            let normal = prepared.request.mode == crate::engine::api::BuildMode::Normal;
+            sandbox::clean_up(ns, &outputs, normal);
+        }
         let success = matches!(
             outcome,
             Some(BuildOutcome::Success | BuildOutcome::RoundDiffers { .. })

@@ -1,10 +1,11 @@
-//! Everything before the builder runs, as Nix 2.8's `tryToBuild` and `startBuilder` do it
-//! without a sandbox: check that this machine can build the derivation, delete stale invalid
+//! Everything before the builder runs, as Nix 2.8's `tryToBuild` and `startBuilder` do it:
+//! check that this machine can build the derivation, delete stale invalid
 //! outputs and choose where each output is written ([`register::prepare_outputs`]: its own
 //! path, or a scratch path when the real one is valid or being repaired, with Nix's hash
 //! rewriting), create the build directory `nix-build-<drv name>-<n>`, compute the environment
 //! and write the files it refers to, open the log file, and describe the builder as a
-//! [`SandboxSpec`].
+//! [`SandboxSpec`], with its sandbox when it gets one ([`sandbox`]: then outputs are written
+//! inside the sandbox's root).
 
 use std::collections::BTreeSet;
 use std::fs::DirBuilder;
@@ -23,6 +24,7 @@ use super::env::{BuildEnv, EnvParams, Rewrites, rewrite_strings};
 use super::memo::StoreMemo;
 use super::parsed::ParsedDrv;
 use super::register::{self, BuiltOutput};
+use super::sandbox;
 use super::{BuildError, BuildSettings};
 
 /// A build ready to start.
@@ -37,6 +39,8 @@ pub struct Prepared {
     pub spec: SandboxSpec,
     /// The log file, when logs are kept.
     pub log: Option<LogWriter>,
+    /// Said once the build starts (the sandbox is not available).
+    pub warning: Option<String>,
 }
 
 /// Nix's `createTempDir(root, prefix, false, false, 0700)`: the first free `<prefix>-<n>`.
@@ -127,14 +131,6 @@ impl Prepared {
         let drv = store.read_derivation(drv_path).map_err(store_err)?;
         let parsed = ParsedDrv::new(&drv, drv_path.name()).map_err(BuildError::Other)?;
         check_platform(store, settings, drv_path, &drv, &parsed)?;
-        if store.config().is_diverted() {
-            return Err(BuildError::Other(format!(
-                "building in a store whose files are elsewhere ('{}' for '{}') needs the \
-                 sandbox, which drover does not have yet",
-                store.config().real_store_dir.display(),
-                store.store_dir().as_str()
-            )));
-        }
         if drv.builder.starts_with(b"builtin:") {
             return Err(BuildError::Other(format!(
                 "unsupported builtin builder '{}'",
@@ -149,9 +145,10 @@ impl Prepared {
             rewrites.insert(hash_placeholder(&o.name), store.print(&o.scratch));
         }
 
+        let sandbox = sandbox::decide(&settings.sandbox, store, drv_path, &parsed)?;
         // Without a sandbox the builder sees the real file system: a home directory would
         // make builds impure.
-        if Path::new("/homeless-shelter").exists() {
+        if !sandbox.sandboxed && Path::new("/homeless-shelter").exists() {
             return Err(BuildError::Other(
                 "home directory '/homeless-shelter' exists; please remove it to assure purity \
                  of builds without sandboxing"
@@ -175,6 +172,7 @@ impl Prepared {
             outputs,
             input_paths,
             rewrites,
+            sandbox,
         };
         let result = Self::fill(store, settings, request, planned, tmp_dir.clone());
         if result.is_err() {
@@ -193,19 +191,43 @@ impl Prepared {
     ) -> Result<Prepared, BuildError> {
         let Planned {
             drv,
-            outputs,
+            mut outputs,
             input_paths,
             rewrites,
+            sandbox,
         } = planned;
         let rewrites = &rewrites;
         let parsed_drv =
             ParsedDrv::new(&drv, request.drv_path.name()).map_err(BuildError::Other)?;
         let caller_env = |name: &str| std::env::var(name).ok();
+        let namespaces = if sandbox.sandboxed {
+            let scratch: Vec<StorePath> = outputs.iter().map(|o| o.scratch.clone()).collect();
+            let ns = sandbox::namespaces(
+                settings,
+                store,
+                &request.drv_path,
+                &parsed_drv,
+                &input_paths,
+                &scratch,
+                &tmp_dir,
+            )?;
+            for o in &mut outputs {
+                o.location = sandbox::output_location(&ns, Path::new(&store.print(&o.scratch)));
+            }
+            Some(ns)
+        } else {
+            None
+        };
+        // Where the builder sees its build directory.
+        let tmp_dir_in_sandbox = match &namespaces {
+            Some(ns) => ns.sandbox_build_dir.clone(),
+            None => tmp_dir.clone(),
+        };
         let env = BuildEnv::new(
             &parsed_drv,
             &EnvParams {
                 store,
-                tmp_dir: &tmp_dir,
+                tmp_dir: &tmp_dir_in_sandbox,
                 cores: settings.cores,
                 rewrites,
                 input_paths: &input_paths,
@@ -230,12 +252,12 @@ impl Prepared {
             program,
             argv,
             env: env.entries(rewrites),
-            cwd: tmp_dir.clone(),
+            cwd: tmp_dir_in_sandbox,
             uid: None,
             gid: None,
             groups: Vec::new(),
             personality: personality(settings, &drv.system.to_str_lossy()),
-            namespaces: None,
+            namespaces,
         };
         let log = if settings.keep_build_log {
             let log = if settings.compress_build_log {
@@ -255,6 +277,7 @@ impl Prepared {
             input_paths,
             spec,
             log,
+            warning: sandbox.warning,
         })
     }
 }
@@ -265,6 +288,7 @@ struct Planned {
     outputs: Vec<BuiltOutput>,
     input_paths: BTreeSet<StorePath>,
     rewrites: Rewrites,
+    sandbox: sandbox::Decision,
 }
 
 /// Nix's personality choices: 32-bit for `i686-linux` on `x86_64` and for 32-bit ARM, and
