@@ -21,11 +21,11 @@ mod ui;
 mod view;
 mod widgets;
 
-pub use eta::{Eta, critical_path, eta};
+pub use eta::{DepGraph, Eta, critical_path, critical_path_with, eta, eta_with};
 pub use keys::{Action, BINDINGS, Binding};
 pub use logs::{LogRing, LogSource, MemoryLogs, NoLogs, Ring};
 pub use state::{Category, Controls, Goal, LogLimits, RunPhase, ViewState};
-pub use tree::{Filter, Row};
+pub use tree::{Filter, Row, build_rows};
 pub use ui::{Confirm, Editing, LogView, Pane, Summary, Ui};
 pub use view::{MIN_HEIGHT, MIN_WIDTH, render, render_to};
 
@@ -205,7 +205,7 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
     let mut sigint = signal(SignalKind::interrupt()).map_err(term_err("handling SIGINT"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(term_err("handling SIGTERM"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(term_err("handling SIGHUP"))?;
-    let mut guard = Some(TerminalGuardOrLost::enter()?);
+    let mut screen = Screen::enter()?;
     let mut keys = EventStream::new();
     let mut ui = new_ui(&options);
     let mut clock = Clock::new(options.clock_rate);
@@ -234,7 +234,7 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
                 (dirty && since >= frame) || (ui.view.is_running() && since >= tick)
             }
         };
-        if due && let Some(TerminalGuardOrLost::Here(g)) = &mut guard {
+        if due && let Screen::Here(g) = &mut screen {
             if let Some((goal, path)) = ui.wanted_log() {
                 let lines = logs.read(crate::engine::api::GoalId(goal), &path);
                 ui.set_stored_log(goal, lines);
@@ -268,7 +268,7 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
                     dirty = true;
                 }
                 Some(Ok(TermEvent::Resize(..))) => {
-                    if let Some(TerminalGuardOrLost::Here(g)) = &mut guard {
+                    if let Screen::Here(g) = &mut screen {
                         g.terminal.autoresize().map_err(term_err("resizing"))?;
                     }
                     dirty = true;
@@ -277,10 +277,10 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
                 Some(Err(_)) | None => {
                     // The terminal is gone: stop the run, quietly.
                     keys_open = false;
-                    lost_terminal(&link, &mut ui, &mut guard);
+                    lost_terminal(&link, &mut ui, &mut screen);
                 }
             },
-            _ = sighup.recv() => lost_terminal(&link, &mut ui, &mut guard),
+            _ = sighup.recv() => lost_terminal(&link, &mut ui, &mut screen),
             _ = sigint.recv() => {
                 let commands = ui.act(Action::Interrupt);
                 send(&link, &mut ui, commands);
@@ -305,7 +305,7 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
             break;
         }
     }
-    drop(guard);
+    drop(screen);
     Ok(match ui.view.phase {
         RunPhase::Done { exit_status, .. } => exit_status,
         RunPhase::Running => 1,
@@ -313,15 +313,15 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
 }
 
 /// The terminal, or a note that it was lost (then nothing is drawn any more).
-enum TerminalGuardOrLost {
+enum Screen {
     Here(term::TerminalGuard),
     Lost,
 }
 
-impl TerminalGuardOrLost {
-    fn enter() -> Result<TerminalGuardOrLost, AppError> {
+impl Screen {
+    fn enter() -> Result<Screen, AppError> {
         term::TerminalGuard::enter()
-            .map(TerminalGuardOrLost::Here)
+            .map(Screen::Here)
             .map_err(|source| AppError::Terminal {
                 action: "setting up the terminal",
                 source,
@@ -331,13 +331,9 @@ impl TerminalGuardOrLost {
 
 /// SIGHUP or a read error on the terminal: stop every build, draw no more, leave once the run
 /// has ended.
-fn lost_terminal(link: &impl RunLink, ui: &mut Ui, guard: &mut Option<TerminalGuardOrLost>) {
-    if let Some(g) = guard.as_mut() {
-        if let TerminalGuardOrLost::Here(_) = g {
-            *g = TerminalGuardOrLost::Lost;
-        }
-    }
-    term::restore();
+fn lost_terminal(link: &impl RunLink, ui: &mut Ui, screen: &mut Screen) {
+    // Dropping the guard puts back what can be put back.
+    *screen = Screen::Lost;
     ui.confirm = None;
     if ui.view.is_running() {
         if !ui.stopping {

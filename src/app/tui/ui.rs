@@ -20,6 +20,9 @@ use super::state::{Category, NONE, ViewState};
 use super::tree::{self, Filter, Row};
 use super::widgets::Theme;
 
+/// Frames between two flattenings of the tree for state changes alone (about 4 a second).
+pub const ROWS_EVERY_FRAMES: u64 = 8;
+
 /// The panes that take the focus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -148,8 +151,14 @@ pub struct Ui {
     pub graph_offset: usize,
     rows: Vec<Row>,
     rows_key: Option<(u64, Filter, String, u64)>,
+    rows_generation: u64,
+    rows_frame: u64,
+    /// Frames drawn so far.
+    pub frames: u64,
     fold_version: u64,
-    eta_cache: Option<(u64, u64, Eta)>,
+    dep_graph: eta::DepGraph,
+    dep_graph_empty: bool,
+    eta_cache: Option<(u64, Eta)>,
     summary_cache: Option<(u64, Arc<Summary>)>,
 }
 
@@ -181,7 +190,12 @@ impl Ui {
             graph_offset: 0,
             rows: Vec::new(),
             rows_key: None,
+            rows_generation: 0,
+            rows_frame: 0,
+            frames: 0,
             fold_version: 0,
+            dep_graph: eta::DepGraph::default(),
+            dep_graph_empty: true,
             eta_cache: None,
             summary_cache: None,
         }
@@ -192,15 +206,20 @@ impl Ui {
         self.exit || (self.stopping && !self.view.is_running())
     }
 
-    /// The graph pane's rows, computed again if anything they depend on changed.
+    /// The graph pane's rows, computed again when the tree, the filter, the search or the
+    /// folds changed, and at most every [`ROWS_EVERY_FRAMES`] frames when only goals' states
+    /// changed (what floats up among siblings lags a few frames; icons and words never do,
+    /// as they are drawn from the live state).
     pub fn rows(&mut self) -> &[Row] {
         let key = (
-            self.view.generation,
+            self.view.structure,
             self.filter,
             self.search.clone(),
             self.fold_version,
         );
-        if self.rows_key.as_ref() != Some(&key) {
+        let stale = self.rows_generation != self.view.generation
+            && self.frames >= self.rows_frame + ROWS_EVERY_FRAMES;
+        if self.rows_key.as_ref() != Some(&key) || stale {
             let mut rows = std::mem::take(&mut self.rows);
             tree::build_rows(
                 &self.view,
@@ -211,11 +230,22 @@ impl Ui {
             );
             self.rows = rows;
             self.rows_key = Some(key);
+            self.rows_generation = self.view.generation;
+            self.rows_frame = self.frames;
             if self.selected.is_none() {
                 self.selected = self.rows.first().map(|r| r.goal);
             }
         }
         &self.rows
+    }
+
+    /// The compact dependency graph, built again when goals or edges were added.
+    fn dep_graph(&mut self) -> &eta::DepGraph {
+        if self.dep_graph.structure != self.view.structure || self.dep_graph_empty {
+            self.dep_graph = eta::DepGraph::of(&self.view);
+            self.dep_graph_empty = false;
+        }
+        &self.dep_graph
     }
 
     /// The index of the selected goal among the rows.
@@ -285,14 +315,18 @@ impl Ui {
         }
     }
 
-    /// The ETA at `now`, computed at most once per second of run time or graph change.
+    /// The ETA at `now`, computed at most once per second of run time (and not in a frame
+    /// that flattened the rows: then in the next one).
     pub fn eta(&mut self, now: Time) -> Eta {
-        let key = (self.view.generation, now.as_millis() / 1000);
+        let second = now.as_millis() / 1000;
         match self.eta_cache {
-            Some((g, s, eta)) if (g, s) == key => eta,
+            Some((s, eta)) if s == second => eta,
+            // One long computation per frame: the rows were flattened in this one.
+            Some((_, eta)) if self.rows_frame == self.frames && self.frames > 1 => eta,
             _ => {
-                let e = eta::eta(&self.view, now);
-                self.eta_cache = Some((key.0, key.1, e));
+                self.dep_graph();
+                let e = eta::eta_with(&self.view, &self.dep_graph, now);
+                self.eta_cache = Some((second, e));
                 e
             }
         }
@@ -331,7 +365,9 @@ impl Ui {
             super::state::RunPhase::Done { at, .. } => at.as_millis(),
             super::state::RunPhase::Running => v.now.as_millis(),
         };
-        (s.critical_ms, s.critical_path) = eta::critical_path(v);
+        self.dep_graph();
+        let v = &self.view;
+        (s.critical_ms, s.critical_path) = eta::critical_path_with(v, &self.dep_graph);
         let s = Arc::new(s);
         self.summary_cache = Some((v.generation, s.clone()));
         s
@@ -702,11 +738,12 @@ impl Ui {
 
     fn collapse(&mut self) {
         let Some(g) = self.selected else { return };
-        let goal = &self.view.goals[g as usize];
-        if !goal.children.is_empty() && !self.folded.contains(&g) && self.search.is_empty() {
+        let links = &self.view.links;
+        let parent = links.parent[g as usize];
+        if links.has_children(g) && !self.folded.contains(&g) && self.search.is_empty() {
             self.toggle_fold(g);
-        } else if goal.parent != NONE {
-            self.selected = Some(goal.parent);
+        } else if parent != NONE {
+            self.selected = Some(parent);
         }
     }
 
@@ -714,7 +751,7 @@ impl Ui {
         let Some(g) = self.selected else { return };
         if self.folded.contains(&g) {
             self.toggle_fold(g);
-        } else if !self.view.goals[g as usize].children.is_empty() {
+        } else if self.view.links.has_children(g) {
             self.move_selection(1);
         }
     }

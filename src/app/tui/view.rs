@@ -58,6 +58,7 @@ pub fn render(ui: &mut Ui, now: Time, frame: &mut Frame) {
 
 /// Draws into a buffer (what [`render`] does with a frame's).
 pub fn render_to(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
+    ui.frames += 1;
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         ui.areas = Default::default();
         too_small(ui, area, buf);
