@@ -1,4 +1,4 @@
-//! What a person or a CI log sees: the command line, and (later) the TUI and line outputs.
+//! What a person or a CI log sees: the command line, the terminal UI and line outputs.
 
 pub mod cli;
 pub mod demo;
@@ -7,6 +7,7 @@ pub mod json;
 pub mod plain;
 pub mod plumbing;
 pub mod simulate;
+pub mod stored_logs;
 pub mod tui;
 
 pub use error::AppError;
