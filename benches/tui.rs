@@ -180,7 +180,7 @@ fn bench_render(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("rows_flattened", nodes), |b| {
             b.iter(|| {
                 change(&mut ui, t);
-                ui.selected = Some(leaf);
+                ui.select(leaf);
                 ui.act(Action::ToggleFold);
                 frame(&mut ui, t, &mut buf)
             })

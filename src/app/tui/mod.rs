@@ -296,7 +296,11 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
                     apply(&mut ui, &mut clock, &*logs, &batch);
                     dirty = true;
                 }
-                None => events_open = false,
+                None => {
+                    events_open = false;
+                    ui.detached = ui.view.is_running();
+                    dirty = true;
+                }
             },
             _ = tokio::time::sleep_until(next_draw.into()) => {}
         }

@@ -208,6 +208,9 @@ fn draw_header(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
     if v.dropped_events > 0 {
         w.text(&format!("─ {} events lost ", v.dropped_events), t.warn());
     }
+    if ui.detached {
+        w.text("─ ENGINE GONE ", t.error());
+    }
 }
 
 /// What a goal is doing, in words, and the style to say it in.
