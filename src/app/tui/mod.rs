@@ -187,7 +187,9 @@ fn send(link: &impl RunLink, ui: &mut Ui, commands: Vec<Command>) {
 ///
 /// Ctrl-C, SIGINT and SIGTERM cancel every goal and leave once the run has ended (twice:
 /// at once); SIGHUP or a lost terminal does the same without drawing any more.
-pub fn run<L: RunLink>(link: L, options: TuiOptions) -> Result<u8, AppError> {
+///
+/// If the TUI fails (an error, a panic) the run is cancelled: nobody would see it go on.
+pub fn run<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, AppError> {
     let _ = tui_logger::init_logger(log::LevelFilter::Debug);
     tui_logger::set_default_level(log::LevelFilter::Debug);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -197,10 +199,26 @@ pub fn run<L: RunLink>(link: L, options: TuiOptions) -> Result<u8, AppError> {
             action: "starting the TUI's runtime",
             source: e,
         })?;
-    runtime.block_on(run_loop(link, options))
+    let shown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(run_loop(&mut link, options))
+    }));
+    match shown {
+        Ok(Ok(status)) => Ok(status),
+        Ok(Err(e)) => {
+            link.send(Command::CancelAll);
+            Err(e)
+        }
+        Err(panic) => {
+            link.send(Command::CancelAll);
+            std::panic::resume_unwind(panic)
+        }
+    }
 }
 
-async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, AppError> {
+/// Events drained at most before a frame is drawn and keys are looked at again.
+const DRAIN_BUDGET: Duration = Duration::from_millis(50);
+
+async fn run_loop<L: RunLink>(link: &mut L, options: TuiOptions) -> Result<u8, AppError> {
     let term_err = |action| move |source| AppError::Terminal { action, source };
     let mut sigint = signal(SignalKind::interrupt()).map_err(term_err("handling SIGINT"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(term_err("handling SIGTERM"))?;
@@ -218,8 +236,12 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
     let mut events_open = true;
     let mut keys_open = true;
     loop {
-        // Everything that is queued first, then one frame.
-        while let Some(batch) = link.try_next_batch() {
+        // Everything that is queued first (within a budget, so that a flood never starves
+        // the keys), then one frame.
+        let draining = Instant::now();
+        while draining.elapsed() < DRAIN_BUDGET
+            && let Some(batch) = link.try_next_batch()
+        {
             apply(&mut ui, &mut clock, &*logs, &batch);
             dirty = true;
         }
@@ -259,12 +281,12 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
             key = keys.next(), if keys_open => match key {
                 Some(Ok(TermEvent::Key(k))) => {
                     let commands = ui.on_key(&k);
-                    send(&link, &mut ui, commands);
+                    send(&*link, &mut ui, commands);
                     dirty = true;
                 }
                 Some(Ok(TermEvent::Mouse(m))) => {
                     let commands = ui.on_mouse(&m);
-                    send(&link, &mut ui, commands);
+                    send(&*link, &mut ui, commands);
                     dirty = true;
                 }
                 Some(Ok(TermEvent::Resize(..))) => {
@@ -277,18 +299,18 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
                 Some(Err(_)) | None => {
                     // The terminal is gone: stop the run, quietly.
                     keys_open = false;
-                    lost_terminal(&link, &mut ui, &mut screen);
+                    lost_terminal(&*link, &mut ui, &mut screen);
                 }
             },
-            _ = sighup.recv() => lost_terminal(&link, &mut ui, &mut screen),
+            _ = sighup.recv() => lost_terminal(&*link, &mut ui, &mut screen),
             _ = sigint.recv() => {
                 let commands = ui.act(Action::Interrupt);
-                send(&link, &mut ui, commands);
+                send(&*link, &mut ui, commands);
                 dirty = true;
             }
             _ = sigterm.recv() => {
                 let commands = ui.act(Action::Interrupt);
-                send(&link, &mut ui, commands);
+                send(&*link, &mut ui, commands);
                 dirty = true;
             }
             batch = link.next_batch(), if events_open => match batch {
