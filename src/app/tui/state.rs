@@ -452,17 +452,14 @@ impl ViewState {
             } => self.goal_added(*goal, kind, name, *top, e.time),
             EventKind::EdgeAdded { waiter, waitee } => self.edge_added(waiter.0, waitee.0),
             EventKind::StateChanged { goal, state } => self.set_state(goal.0, state, e.time),
-            EventKind::BuildStarted {
-                goal, slot, pid, ..
-            } => {
+            // The pid comes with the running state that follows.
+            EventKind::BuildStarted { goal, slot, .. } => {
                 let g = self.ensure(goal.0);
                 g.started = Some(e.time);
                 g.stopped = None;
                 g.last_output = None;
                 g.phase = None;
-                let _ = pid;
-                let slot = *slot;
-                self.occupy_build_slot(slot, goal.0);
+                self.occupy_build_slot(*slot, goal.0);
             }
             EventKind::SubstitutionStarted { goal, slot, .. } => {
                 let g = self.ensure(goal.0);
