@@ -4,6 +4,7 @@ pub mod cli;
 pub mod demo;
 pub mod error;
 pub mod json;
+pub mod live;
 pub mod plain;
 pub mod plumbing;
 pub mod simulate;
