@@ -89,18 +89,6 @@ impl Tmux {
             std::thread::yield_now();
         }
     }
-
-    /// `#{pane_dead} #{pane_dead_status}` of the session's pane.
-    fn pane_status(&self) -> String {
-        let out = self.run(&[
-            "list-panes",
-            "-t",
-            "tui",
-            "-F",
-            "#{pane_dead} #{pane_dead_status}#{?pane_dead_signal, signal ,}#{pane_dead_signal}",
-        ]);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
 }
 
 impl Drop for Tmux {
@@ -120,15 +108,19 @@ fn graph_line<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// `drover simulate` of [`PLAN`] in a new 100x30 session; the pane stays when it exits.
+/// Paths must not contain `'` (a temporary directory's do not).
 fn start() -> (Tmux, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.json");
     std::fs::write(&plan, PLAN).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_drover"));
+    // A shell runs drover and writes down how it ended (tmux's own record of a dead pane's
+    // status can come late).
     let command = format!(
-        "{} simulate --plan {} -j 2 --speed 20",
+        "sh -c '{} simulate --plan {} -j 2 --speed 20; echo $? > {}'",
         bin.display(),
-        plan.display()
+        plan.display(),
+        dir.path().join("status").display()
     );
     let tmux = Tmux::new();
     tmux.run(&[
@@ -148,30 +140,36 @@ fn start() -> (Tmux, tempfile::TempDir) {
     (tmux, dir)
 }
 
-/// Waits until the pane's process has exited; its exit status.
-fn exit_status(tmux: &Tmux) -> i32 {
+/// Waits until drover has exited; its exit status (128 + n when killed by signal n).
+fn exit_status(tmux: &Tmux, dir: &Path) -> i32 {
     let start = Instant::now();
     loop {
-        // tmux may see the terminal closed (pane dead) before it has reaped the process
-        // (no status yet): keep polling until the status or the signal is known.
-        let status = tmux.pane_status();
-        if let Some(code) = status.strip_prefix("1 ") {
-            assert!(!code.contains("signal"), "drover was killed: {status}");
-            return code.parse().unwrap();
+        if let Ok(text) = std::fs::read_to_string(dir.join("status"))
+            && text.ends_with('\n')
+        {
+            return text.trim().parse().unwrap();
         }
         assert!(
             start.elapsed() < DEADLINE,
-            "drover did not exit: {status}\n{}",
+            "drover did not exit:\n{}",
             tmux.screen()
         );
         std::thread::yield_now();
     }
 }
 
-/// The pid of the pane's process (drover).
-fn pane_pid(tmux: &Tmux) -> i32 {
+/// The pid of drover (the child of the pane's shell).
+fn drover_pid(tmux: &Tmux) -> i32 {
     let out = tmux.run(&["list-panes", "-t", "tui", "-F", "#{pane_pid}"]);
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    let shell = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+        .expect("the shell's children");
+    children
+        .split_whitespace()
+        .next()
+        .expect("drover runs under the shell")
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -179,7 +177,7 @@ fn keys_cancel_retry_keep_going_and_quit_in_a_real_terminal() {
     if !have_tmux() {
         return;
     }
-    let (tmux, _dir) = start();
+    let (tmux, dir) = start();
     // The TUI is the default on a terminal; slow-2.0 builds.
     let screen = tmux.wait_for("slow-2.0 to build", |s| {
         s.contains("keep-going off") && graph_line(s, "slow-2.0").is_some_and(|l| l.contains("⏵"))
@@ -226,7 +224,7 @@ fn keys_cancel_retry_keep_going_and_quit_in_a_real_terminal() {
 
     // q leaves at once now, with the run's exit status, and the terminal is itself again.
     tmux.keys(&["q"]);
-    assert_eq!(exit_status(&tmux), 0, "{}", tmux.screen());
+    assert_eq!(exit_status(&tmux, dir.path()), 0, "{}", tmux.screen());
     assert_eq!(alternate_screen(&tmux), "0");
 }
 
@@ -243,7 +241,7 @@ fn sighup_and_sigterm_stop_the_run_cleanly() {
         return;
     }
     for signal in [libc::SIGHUP, libc::SIGTERM] {
-        let (tmux, _dir) = start();
+        let (tmux, dir) = start();
         tmux.wait_for("slow-2.0 to build", |s| {
             graph_line(s, "slow-2.0").is_some_and(|l| l.contains("⏵"))
         });
@@ -253,8 +251,8 @@ fn sighup_and_sigterm_stop_the_run_cleanly() {
             "the TUI is on the alternate screen"
         );
         // SAFETY: sending a signal to the child tmux started for this test.
-        assert_eq!(unsafe { libc::kill(pane_pid(&tmux), signal) }, 0);
-        let status = exit_status(&tmux);
+        assert_eq!(unsafe { libc::kill(drover_pid(&tmux), signal) }, 0);
+        let status = exit_status(&tmux, dir.path());
         assert_ne!(
             status, 0,
             "signal {signal}: the run was stopped, not finished"
