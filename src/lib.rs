@@ -9,9 +9,10 @@
 //! 2. `engine::scheduler` is sans-IO: inputs in (store answers, completions, time), effects and
 //!    events out. No tokio, processes, files or clock reads.
 //! 3. `engine::driver` is the only async loop; a failing effect becomes a goal result.
-//! 4. `app`'s front-ends (`plain`, `json`, later the TUI) use only `engine::api` (events,
-//!    commands, ids, statuses); the command runners (`plumbing`, `simulate`) wire up the engine
-//!    (driver, simulator) but never reach into scheduler internals.
+//! 4. `app`'s front-ends (`plain`, `json`, `tui`) use only `engine::api` (events, commands,
+//!    ids, statuses, and the `RunLink` and `BuildHistory` traits); the command runners
+//!    (`plumbing`, `simulate`, `demo`) wire up the engine (driver, simulator, store) but never
+//!    reach into scheduler internals.
 //! 5. `sandbox` knows nothing of goals: it runs a pure `SandboxSpec`.
 
 pub mod app;

@@ -150,7 +150,7 @@ impl Screen {
             .iter()
             .position(|g| &*g.name == name)
             .unwrap_or_else(|| panic!("no goal {name}"));
-        self.ui.selected = Some(g as u32);
+        self.ui.select(g as u32);
     }
 
     fn draw(&mut self, width: u16, height: u16) -> String {

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// One build that runs long enough to be cancelled, under the goal the user asked for.
@@ -41,8 +42,10 @@ struct Tmux {
 
 impl Tmux {
     fn new() -> Tmux {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         Tmux {
-            socket: format!("drover-tui-test-{}", std::process::id()),
+            socket: format!("drover-tui-test-{}-{n}", std::process::id()),
         }
     }
 
@@ -86,18 +89,6 @@ impl Tmux {
             std::thread::yield_now();
         }
     }
-
-    /// `#{pane_dead} #{pane_dead_status}` of the session's pane.
-    fn pane_status(&self) -> String {
-        let out = self.run(&[
-            "list-panes",
-            "-t",
-            "tui",
-            "-F",
-            "#{pane_dead} #{pane_dead_status}",
-        ]);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
 }
 
 impl Drop for Tmux {
@@ -116,19 +107,20 @@ fn graph_line<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
         .find(|l| l.contains(name))
 }
 
-#[test]
-fn keys_cancel_retry_keep_going_and_quit_in_a_real_terminal() {
-    if !have_tmux() {
-        return;
-    }
+/// `drover simulate` of [`PLAN`] in a new 100x30 session; the pane stays when it exits.
+/// Paths must not contain `'` (a temporary directory's do not).
+fn start() -> (Tmux, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.json");
     std::fs::write(&plan, PLAN).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_drover"));
+    // A shell runs drover and writes down how it ended (tmux's own record of a dead pane's
+    // status can come late).
     let command = format!(
-        "{} simulate --plan {} -j 2 --speed 20",
+        "sh -c '{} simulate --plan {} -j 2 --speed 20; echo $? > {}'",
         bin.display(),
-        plan.display()
+        plan.display(),
+        dir.path().join("status").display()
     );
     let tmux = Tmux::new();
     tmux.run(&[
@@ -145,7 +137,47 @@ fn keys_cancel_retry_keep_going_and_quit_in_a_real_terminal() {
         &command,
     ]);
     tmux.run(&["set-option", "-t", "tui", "remain-on-exit", "on"]);
+    (tmux, dir)
+}
 
+/// Waits until drover has exited; its exit status (128 + n when killed by signal n).
+fn exit_status(tmux: &Tmux, dir: &Path) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join("status"))
+            && text.ends_with('\n')
+        {
+            return text.trim().parse().unwrap();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "drover did not exit:\n{}",
+            tmux.screen()
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// The pid of drover (the child of the pane's shell).
+fn drover_pid(tmux: &Tmux) -> i32 {
+    let out = tmux.run(&["list-panes", "-t", "tui", "-F", "#{pane_pid}"]);
+    let shell = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+        .expect("the shell's children");
+    children
+        .split_whitespace()
+        .next()
+        .expect("drover runs under the shell")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn keys_cancel_retry_keep_going_and_quit_in_a_real_terminal() {
+    if !have_tmux() {
+        return;
+    }
+    let (tmux, dir) = start();
     // The TUI is the default on a terminal; slow-2.0 builds.
     let screen = tmux.wait_for("slow-2.0 to build", |s| {
         s.contains("keep-going off") && graph_line(s, "slow-2.0").is_some_and(|l| l.contains("⏵"))
@@ -190,16 +222,41 @@ fn keys_cancel_retry_keep_going_and_quit_in_a_real_terminal() {
     );
     assert!(screen.contains("✔ 2"), "{screen}");
 
-    // q leaves at once now, with the run's exit status.
+    // q leaves at once now, with the run's exit status, and the terminal is itself again.
     tmux.keys(&["q"]);
-    let start = Instant::now();
-    while tmux.pane_status() != "1 0" {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "drover did not exit 0: {}\n{}",
-            tmux.pane_status(),
-            tmux.screen()
+    assert_eq!(exit_status(&tmux, dir.path()), 0, "{}", tmux.screen());
+    assert_eq!(alternate_screen(&tmux), "0");
+}
+
+fn alternate_screen(tmux: &Tmux) -> String {
+    let out = tmux.run(&["display-message", "-p", "-t", "tui", "#{alternate_on}"]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// SIGHUP (the terminal went away) and SIGTERM stop the run: builds are cancelled, drover
+/// exits with the run's failure status and leaves the terminal as it found it.
+#[test]
+fn sighup_and_sigterm_stop_the_run_cleanly() {
+    if !have_tmux() {
+        return;
+    }
+    for signal in [libc::SIGHUP, libc::SIGTERM] {
+        let (tmux, dir) = start();
+        tmux.wait_for("slow-2.0 to build", |s| {
+            graph_line(s, "slow-2.0").is_some_and(|l| l.contains("⏵"))
+        });
+        assert_eq!(
+            alternate_screen(&tmux),
+            "1",
+            "the TUI is on the alternate screen"
         );
-        std::thread::yield_now();
+        // SAFETY: sending a signal to the child tmux started for this test.
+        assert_eq!(unsafe { libc::kill(drover_pid(&tmux), signal) }, 0);
+        let status = exit_status(&tmux, dir.path());
+        assert_ne!(
+            status, 0,
+            "signal {signal}: the run was stopped, not finished"
+        );
+        assert_eq!(alternate_screen(&tmux), "0", "signal {signal}");
     }
 }

@@ -1,4 +1,4 @@
-//! What a person or a CI log sees: the command line, and (later) the TUI and line outputs.
+//! What a person or a CI log sees: the command line, the terminal UI and line outputs.
 
 pub mod alloc;
 pub mod build;
@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod instantiate;
 pub mod json;
+pub mod live;
 pub mod monitor;
 pub mod nix_json;
 pub mod output;
@@ -16,6 +17,7 @@ pub mod plumbing;
 pub mod record;
 pub mod replay;
 pub mod simulate;
+pub mod stored_logs;
 pub mod tui;
 
 pub use error::AppError;

@@ -12,9 +12,10 @@ use crate::app::AppError;
 pub use crate::app::output::LogFormat;
 use crate::app::output::StdOutput;
 use crate::app::record::Recorder;
+use crate::app::live;
 use crate::app::tui::{self, MemoryLogs, TuiOptions};
 use crate::engine::api::BuildMode;
-use crate::engine::driver::{self, Delivery, DriverOptions, Link};
+use crate::engine::driver::{self, Delivery, DriverOptions};
 use crate::engine::scheduler::{Scheduler, Settings};
 use crate::engine::sim::{self, Dag, Plan, Shape, SimExecutor, SimHistory, SimModel, World};
 
@@ -170,8 +171,7 @@ pub fn simulate(args: &SimulateArgs) -> Result<u8, AppError> {
     }
 }
 
-/// Runs a simulated world with the TUI on its own thread, the driver on this one; the run
-/// lingers (a retry may reopen it) until the TUI is left.
+/// Runs a simulated world in the TUI (see [`live::run_with_tui`]).
 pub fn run_in_tui(
     world: Arc<World>,
     settings: Settings,
@@ -182,25 +182,11 @@ pub fn run_in_tui(
     let targets = sim::targets(&world);
     let executor = SimExecutor::new(world).with_speed(speed);
     let scheduler = Scheduler::new(settings);
-    let runtime = runtime()?;
-    let driver_options = DriverOptions {
-        linger: true,
-        ..DriverOptions::default()
-    };
-    let (driver, handle) = driver::driver(scheduler, executor, driver_options);
-    let link = Link::new(handle, Delivery::Lossy { capacity: 1 << 16 });
-    let screen = std::thread::Builder::new()
-        .name("tui".into())
-        .spawn(move || tui::run(link, options))
-        .map_err(|e| AppError::io("starting", Path::new("the TUI thread"), e))?;
-    let outcome = runtime.block_on(driver.run(&targets, mode));
-    let shown = screen
-        .join()
-        .map_err(|_| AppError::Usage("the TUI thread panicked".into()))?;
-    shown?;
-    std::mem::forget(outcome.scheduler);
-    std::mem::forget(outcome.executor);
-    Ok(outcome.exit_status)
+    let outcome = live::run_with_tui(&runtime()?, scheduler, executor, &targets, mode, options)?;
+    let status = outcome.exit_status;
+    // The graph is freed by the process exit, faster than by dropping it.
+    std::mem::forget(outcome);
+    Ok(status)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, AppError> {

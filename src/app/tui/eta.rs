@@ -9,7 +9,7 @@
 
 use crate::engine::api::Time;
 
-use super::state::{Category, NONE, ViewState};
+use super::state::{UNKNOWN, ViewState};
 
 /// What the remaining run is expected to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,95 +23,149 @@ pub struct Eta {
 /// Substitutions and goals without builds are quick: a second, as a guess.
 const SMALL_MS: u64 = 1000;
 
-fn expected(view: &ViewState, g: u32, fallback: u64) -> u64 {
-    let goal = &view.goals[g as usize];
-    if goal.substitution {
-        return SMALL_MS;
-    }
-    goal.expected_ms.unwrap_or(fallback)
+/// The dependency graph of a view in a compact form: each goal's inputs back to back, and the
+/// goals in an order where inputs come before the goals waiting for them, so the longest
+/// chains are one pass over two arrays. Built again only when goals or edges were added.
+#[derive(Debug, Clone, Default)]
+pub struct DepGraph {
+    /// The view's `structure` it was built from.
+    pub structure: u64,
+    /// Goal `g`'s inputs are `deps[start[g]..start[g + 1]]`.
+    start: Vec<u32>,
+    deps: Vec<u32>,
+    /// Inputs first.
+    order: Vec<u32>,
 }
 
-/// The estimate at `now`.
-pub fn eta(view: &ViewState, now: Time) -> Eta {
-    let known: Vec<u64> = view
-        .goals
-        .iter()
-        .filter(|g| !g.category.is_done())
-        .filter_map(|g| g.expected_ms)
-        .collect();
-    let fallback = if known.is_empty() {
-        0
-    } else {
-        known.iter().sum::<u64>() / known.len() as u64
-    };
-    let n = view.goals.len();
-    // Remaining work of each goal alone.
-    let own: Vec<u64> = (0..n as u32)
-        .map(|g| {
-            let goal = &view.goals[g as usize];
-            match goal.category {
-                c if c.is_done() => 0,
-                Category::Building | Category::Substituting => {
-                    let total = expected(view, g, fallback);
-                    total
-                        .saturating_sub(goal.elapsed(now).unwrap_or(0))
-                        .max(SMALL_MS.min(total))
-                }
-                _ => expected(view, g, fallback),
-            }
-        })
-        .collect();
-    let total: u64 = own.iter().sum();
-    let chain = longest_chains(view, &own);
-    let longest = chain.iter().copied().max().unwrap_or(0);
-    let slots = u64::from(view.controls.max_jobs.max(1));
-    Eta {
-        remaining_ms: longest.max(total.div_ceil(slots)),
-        known: !known.is_empty(),
-    }
-}
-
-/// For every goal, `weight` of it plus the heaviest chain of goals it waits for (done goals
-/// weigh what `weight` says, usually 0). Iterative, so a 100,000-deep chain is fine.
-fn longest_chains(view: &ViewState, weight: &[u64]) -> Vec<u64> {
-    const UNSEEN: u64 = u64::MAX;
-    const OPEN: u64 = u64::MAX - 1;
-    let n = view.goals.len();
-    let mut chain = vec![UNSEEN; n];
-    let mut stack: Vec<(u32, usize)> = Vec::new();
-    for root in 0..n as u32 {
-        if chain[root as usize] != UNSEEN {
-            continue;
+impl DepGraph {
+    pub fn of(view: &ViewState) -> DepGraph {
+        let n = view.goals.len();
+        // Counting sort of the edges by waiter (stable: each goal's inputs in their order).
+        let edges = &view.links.edges;
+        let mut start = vec![0u32; n + 1];
+        for &(w, _) in edges {
+            start[w as usize + 1] += 1;
         }
-        chain[root as usize] = OPEN;
-        stack.push((root, 0));
-        while let Some(&mut (g, ref mut next)) = stack.last_mut() {
-            let deps = &view.goals[g as usize].deps;
-            if let Some(&d) = deps.get(*next) {
-                *next += 1;
-                if chain[d as usize] == UNSEEN {
-                    chain[d as usize] = OPEN;
-                    stack.push((d, 0));
-                }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut deps = vec![0u32; edges.len()];
+        for &(w, d) in edges {
+            deps[fill[w as usize] as usize] = d;
+            fill[w as usize] += 1;
+        }
+        // Depth-first post-order, iterative (a 100,000-deep chain is fine).
+        const UNSEEN: u8 = 0;
+        const OPEN: u8 = 1;
+        const DONE: u8 = 2;
+        let mut mark = vec![UNSEEN; n];
+        let mut order = Vec::with_capacity(n);
+        let mut stack: Vec<(u32, u32)> = Vec::new();
+        for root in 0..n as u32 {
+            if mark[root as usize] != UNSEEN {
                 continue;
             }
-            let heaviest = deps
+            mark[root as usize] = OPEN;
+            stack.push((root, start[root as usize]));
+            while let Some(&mut (g, ref mut next)) = stack.last_mut() {
+                if *next < start[g as usize + 1] {
+                    let d = deps[*next as usize];
+                    *next += 1;
+                    // An input still open is on a cycle (impossible in Nix's graph): ignored.
+                    if mark[d as usize] == UNSEEN {
+                        mark[d as usize] = OPEN;
+                        stack.push((d, start[d as usize]));
+                    }
+                    continue;
+                }
+                mark[g as usize] = DONE;
+                order.push(g);
+                stack.pop();
+            }
+        }
+        DepGraph {
+            structure: view.structure,
+            start,
+            deps,
+            order,
+        }
+    }
+
+    fn deps(&self, g: u32) -> &[u32] {
+        &self.deps[self.start[g as usize] as usize..self.start[g as usize + 1] as usize]
+    }
+
+    /// For every goal, its `weight` plus the heaviest chain of goals it waits for.
+    fn longest_chains(&self, weight: &[u64]) -> Vec<u64> {
+        let mut chain = vec![0u64; weight.len()];
+        for &g in &self.order {
+            let heaviest = self
+                .deps(g)
                 .iter()
                 .map(|&d| chain[d as usize])
-                // A dependency still open is on a cycle (impossible in Nix's graph): ignore.
-                .filter(|&c| c < OPEN)
                 .max()
                 .unwrap_or(0);
             chain[g as usize] = weight[g as usize].saturating_add(heaviest);
-            stack.pop();
+        }
+        chain
+    }
+}
+
+/// The estimate at `now` (see [`eta_with`]; this builds the graph first).
+pub fn eta(view: &ViewState, now: Time) -> Eta {
+    eta_with(view, &DepGraph::of(view), now)
+}
+
+/// The estimate at `now`, on `graph` (built from this view).
+pub fn eta_with(view: &ViewState, graph: &DepGraph, now: Time) -> Eta {
+    let links = &view.links;
+    let (mut sum, mut count) = (0u64, 0u64);
+    for (c, &e) in links.category.iter().zip(&links.expected) {
+        if !c.is_done() && e != UNKNOWN {
+            sum += u64::from(e);
+            count += 1;
         }
     }
-    chain
+    let fallback = sum.checked_div(count).unwrap_or(0);
+    let expected = |g: usize| match links.expected[g] {
+        UNKNOWN => fallback,
+        e => u64::from(e),
+    };
+    // Remaining work of each goal alone: all of it for waiting goals, what is left of it for
+    // running ones.
+    let mut own: Vec<u64> = (0..view.goals.len())
+        .map(|g| {
+            if links.category[g].is_done() {
+                0
+            } else {
+                expected(g)
+            }
+        })
+        .collect();
+    let running = view.build_slots.iter().chain(&view.substitution_slots);
+    for &g in running.flatten() {
+        let total = own[g as usize];
+        let ran = view.goals[g as usize].elapsed(now).unwrap_or(0);
+        own[g as usize] = total.saturating_sub(ran).max(SMALL_MS.min(total));
+    }
+    let total: u64 = own.iter().sum();
+    let longest = graph.longest_chains(&own).into_iter().max().unwrap_or(0);
+    let slots = u64::from(view.controls.max_jobs.max(1));
+    Eta {
+        remaining_ms: longest.max(total.div_ceil(slots)),
+        known: count > 0,
+    }
+}
+
+/// The critical path of what ran (see [`critical_path_with`]; this builds the graph first).
+pub fn critical_path(view: &ViewState) -> (u64, Vec<u32>) {
+    critical_path_with(view, &DepGraph::of(view))
 }
 
 /// The critical path of what ran: the chain of goals, each waiting for the next, with the
 /// largest sum of build (and substitution) times; its total and its goals from the top down.
-pub fn critical_path(view: &ViewState) -> (u64, Vec<u32>) {
+pub fn critical_path_with(view: &ViewState, graph: &DepGraph) -> (u64, Vec<u32>) {
     let weight: Vec<u64> = view
         .goals
         .iter()
@@ -120,7 +174,7 @@ pub fn critical_path(view: &ViewState) -> (u64, Vec<u32>) {
             _ => 0,
         })
         .collect();
-    let chain = longest_chains(view, &weight);
+    let chain = graph.longest_chains(&weight);
     let Some(start) =
         (0..view.goals.len() as u32).max_by_key(|&g| (chain[g as usize], u32::MAX - g))
     else {
@@ -129,20 +183,19 @@ pub fn critical_path(view: &ViewState) -> (u64, Vec<u32>) {
     let total = chain[start as usize];
     let mut path = vec![start];
     let mut g = start;
-    loop {
-        let next = view.goals[g as usize]
-            .deps
+    // The graph is acyclic; the bound only guards against a broken event stream.
+    while path.len() <= view.goals.len() {
+        let Some(d) = graph
+            .deps(g)
             .iter()
             .copied()
-            .filter(|&d| chain[d as usize] > 0 && !path.contains(&d))
-            .max_by_key(|&d| chain[d as usize]);
-        match next {
-            Some(d) if d != NONE => {
-                path.push(d);
-                g = d;
-            }
-            _ => break,
-        }
+            .filter(|&d| chain[d as usize] > 0)
+            .max_by_key(|&d| chain[d as usize])
+        else {
+            break;
+        };
+        path.push(d);
+        g = d;
     }
     (total, path)
 }

@@ -21,11 +21,11 @@ mod ui;
 mod view;
 mod widgets;
 
-pub use eta::{Eta, critical_path, eta};
+pub use eta::{DepGraph, Eta, critical_path, critical_path_with, eta, eta_with};
 pub use keys::{Action, BINDINGS, Binding};
 pub use logs::{LogRing, LogSource, MemoryLogs, NoLogs, Ring};
 pub use state::{Category, Controls, Goal, LogLimits, RunPhase, ViewState};
-pub use tree::{Filter, Row};
+pub use tree::{Filter, Row, build_rows};
 pub use ui::{Confirm, Editing, LogView, Pane, Summary, Ui};
 pub use view::{MIN_HEIGHT, MIN_WIDTH, render, render_to};
 
@@ -187,7 +187,9 @@ fn send(link: &impl RunLink, ui: &mut Ui, commands: Vec<Command>) {
 ///
 /// Ctrl-C, SIGINT and SIGTERM cancel every goal and leave once the run has ended (twice:
 /// at once); SIGHUP or a lost terminal does the same without drawing any more.
-pub fn run<L: RunLink>(link: L, options: TuiOptions) -> Result<u8, AppError> {
+///
+/// If the TUI fails (an error, a panic) the run is cancelled: nobody would see it go on.
+pub fn run<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, AppError> {
     let _ = tui_logger::init_logger(log::LevelFilter::Debug);
     tui_logger::set_default_level(log::LevelFilter::Debug);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -197,15 +199,31 @@ pub fn run<L: RunLink>(link: L, options: TuiOptions) -> Result<u8, AppError> {
             action: "starting the TUI's runtime",
             source: e,
         })?;
-    runtime.block_on(run_loop(link, options))
+    let shown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(run_loop(&mut link, options))
+    }));
+    match shown {
+        Ok(Ok(status)) => Ok(status),
+        Ok(Err(e)) => {
+            link.send(Command::CancelAll);
+            Err(e)
+        }
+        Err(panic) => {
+            link.send(Command::CancelAll);
+            std::panic::resume_unwind(panic)
+        }
+    }
 }
 
-async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, AppError> {
+/// Events drained at most before a frame is drawn and keys are looked at again.
+const DRAIN_BUDGET: Duration = Duration::from_millis(50);
+
+async fn run_loop<L: RunLink>(link: &mut L, options: TuiOptions) -> Result<u8, AppError> {
     let term_err = |action| move |source| AppError::Terminal { action, source };
     let mut sigint = signal(SignalKind::interrupt()).map_err(term_err("handling SIGINT"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(term_err("handling SIGTERM"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(term_err("handling SIGHUP"))?;
-    let mut guard = Some(TerminalGuardOrLost::enter()?);
+    let mut screen = Screen::enter()?;
     let mut keys = EventStream::new();
     let mut ui = new_ui(&options);
     let mut clock = Clock::new(options.clock_rate);
@@ -218,8 +236,12 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
     let mut events_open = true;
     let mut keys_open = true;
     loop {
-        // Everything that is queued first, then one frame.
-        while let Some(batch) = link.try_next_batch() {
+        // Everything that is queued first (within a budget, so that a flood never starves
+        // the keys), then one frame.
+        let draining = Instant::now();
+        while draining.elapsed() < DRAIN_BUDGET
+            && let Some(batch) = link.try_next_batch()
+        {
             apply(&mut ui, &mut clock, &*logs, &batch);
             dirty = true;
         }
@@ -234,7 +256,7 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
                 (dirty && since >= frame) || (ui.view.is_running() && since >= tick)
             }
         };
-        if due && let Some(TerminalGuardOrLost::Here(g)) = &mut guard {
+        if due && let Screen::Here(g) = &mut screen {
             if let Some((goal, path)) = ui.wanted_log() {
                 let lines = logs.read(crate::engine::api::GoalId(goal), &path);
                 ui.set_stored_log(goal, lines);
@@ -259,16 +281,16 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
             key = keys.next(), if keys_open => match key {
                 Some(Ok(TermEvent::Key(k))) => {
                     let commands = ui.on_key(&k);
-                    send(&link, &mut ui, commands);
+                    send(&*link, &mut ui, commands);
                     dirty = true;
                 }
                 Some(Ok(TermEvent::Mouse(m))) => {
                     let commands = ui.on_mouse(&m);
-                    send(&link, &mut ui, commands);
+                    send(&*link, &mut ui, commands);
                     dirty = true;
                 }
                 Some(Ok(TermEvent::Resize(..))) => {
-                    if let Some(TerminalGuardOrLost::Here(g)) = &mut guard {
+                    if let Screen::Here(g) = &mut screen {
                         g.terminal.autoresize().map_err(term_err("resizing"))?;
                     }
                     dirty = true;
@@ -277,18 +299,18 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
                 Some(Err(_)) | None => {
                     // The terminal is gone: stop the run, quietly.
                     keys_open = false;
-                    lost_terminal(&link, &mut ui, &mut guard);
+                    lost_terminal(&*link, &mut ui, &mut screen);
                 }
             },
-            _ = sighup.recv() => lost_terminal(&link, &mut ui, &mut guard),
+            _ = sighup.recv() => lost_terminal(&*link, &mut ui, &mut screen),
             _ = sigint.recv() => {
                 let commands = ui.act(Action::Interrupt);
-                send(&link, &mut ui, commands);
+                send(&*link, &mut ui, commands);
                 dirty = true;
             }
             _ = sigterm.recv() => {
                 let commands = ui.act(Action::Interrupt);
-                send(&link, &mut ui, commands);
+                send(&*link, &mut ui, commands);
                 dirty = true;
             }
             batch = link.next_batch(), if events_open => match batch {
@@ -296,7 +318,11 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
                     apply(&mut ui, &mut clock, &*logs, &batch);
                     dirty = true;
                 }
-                None => events_open = false,
+                None => {
+                    events_open = false;
+                    ui.detached = ui.view.is_running();
+                    dirty = true;
+                }
             },
             _ = tokio::time::sleep_until(next_draw.into()) => {}
         }
@@ -305,7 +331,7 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
             break;
         }
     }
-    drop(guard);
+    drop(screen);
     Ok(match ui.view.phase {
         RunPhase::Done { exit_status, .. } => exit_status,
         RunPhase::Running => 1,
@@ -313,15 +339,15 @@ async fn run_loop<L: RunLink>(mut link: L, options: TuiOptions) -> Result<u8, Ap
 }
 
 /// The terminal, or a note that it was lost (then nothing is drawn any more).
-enum TerminalGuardOrLost {
+enum Screen {
     Here(term::TerminalGuard),
     Lost,
 }
 
-impl TerminalGuardOrLost {
-    fn enter() -> Result<TerminalGuardOrLost, AppError> {
+impl Screen {
+    fn enter() -> Result<Screen, AppError> {
         term::TerminalGuard::enter()
-            .map(TerminalGuardOrLost::Here)
+            .map(Screen::Here)
             .map_err(|source| AppError::Terminal {
                 action: "setting up the terminal",
                 source,
@@ -331,13 +357,9 @@ impl TerminalGuardOrLost {
 
 /// SIGHUP or a read error on the terminal: stop every build, draw no more, leave once the run
 /// has ended.
-fn lost_terminal(link: &impl RunLink, ui: &mut Ui, guard: &mut Option<TerminalGuardOrLost>) {
-    if let Some(g) = guard.as_mut()
-        && let TerminalGuardOrLost::Here(_) = g
-    {
-        *g = TerminalGuardOrLost::Lost;
-    }
-    term::restore();
+fn lost_terminal(link: &impl RunLink, ui: &mut Ui, screen: &mut Screen) {
+    // Dropping the guard puts back what can be put back.
+    *screen = Screen::Lost;
     ui.confirm = None;
     if ui.view.is_running() {
         if !ui.stopping {

@@ -6,6 +6,10 @@
 //! known when the edge arrives, like nix-output-monitor), so the tree has every goal exactly
 //! once. Counts per category are kept up to date, so the header costs nothing to draw. Log
 //! lines go into bounded rings that live only while a goal runs.
+//!
+//! What is walked for every goal when the rows or the ETA are computed again (the tree links,
+//! categories, expected times, the edges) is kept in small arrays beside the goals
+//! ([`Links`]), so a walk over 100,000 goals stays in the caches.
 
 use std::sync::Arc;
 
@@ -120,12 +124,6 @@ pub struct Goal {
     pub expected_ms: Option<u64>,
     /// The last lines of a running goal (freed when it ends).
     pub log: Option<Box<LogRing>>,
-    /// Where the goal sits in the tree: the dependent it is shown under, and its depth.
-    pub parent: u32,
-    pub depth: u32,
-    pub children: Vec<u32>,
-    /// The goals it waits for.
-    pub deps: Vec<u32>,
     /// How often it was reopened (retried).
     pub reopened: u32,
 }
@@ -152,10 +150,6 @@ impl Goal {
             message: None,
             expected_ms: None,
             log: None,
-            parent: NONE,
-            depth: 0,
-            children: Vec::new(),
-            deps: Vec::new(),
             reopened: 0,
         }
     }
@@ -239,9 +233,119 @@ impl Default for LogLimits {
     }
 }
 
+/// The tree and the hot per-goal data, as arrays indexed by goal. Children are kept in the
+/// order they were placed, as a doubly linked list through `next` and `prev`.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    /// The dependent a goal is shown under ([`NONE`] for top-level and unplaced goals).
+    pub parent: Vec<u32>,
+    /// Depth under the top-level goal, when placed.
+    pub depth: Vec<u32>,
+    first: Vec<u32>,
+    last: Vec<u32>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    /// Each goal's category (the same as [`Goal::category`]).
+    pub category: Vec<Category>,
+    /// Whether it is a top-level goal (the same as [`Goal::top`]).
+    pub top: Vec<bool>,
+    /// Expected duration in milliseconds, [`UNKNOWN`] when there is no history.
+    pub expected: Vec<u32>,
+    /// Every edge (waiter, waitee), once, in the order they came.
+    pub edges: Vec<(u32, u32)>,
+}
+
+/// No expected duration.
+pub const UNKNOWN: u32 = u32::MAX;
+
+/// What a substitution is expected to take, as a guess: a second.
+pub const SUBSTITUTION_MS: u32 = 1000;
+
+impl Links {
+    fn grow(&mut self, n: usize) {
+        self.parent.resize(n, NONE);
+        self.depth.resize(n, 0);
+        self.first.resize(n, NONE);
+        self.last.resize(n, NONE);
+        self.next.resize(n, NONE);
+        self.prev.resize(n, NONE);
+        self.category.resize(n, Category::Waiting);
+        self.top.resize(n, false);
+        self.expected.resize(n, UNKNOWN);
+    }
+
+    /// Takes `g` out of its parent's children.
+    fn unlink(&mut self, g: u32) {
+        let p = std::mem::replace(&mut self.parent[g as usize], NONE);
+        if p == NONE {
+            return;
+        }
+        let (prev, next) = (self.prev[g as usize], self.next[g as usize]);
+        if prev == NONE {
+            self.first[p as usize] = next;
+        } else {
+            self.next[prev as usize] = next;
+        }
+        if next == NONE {
+            self.last[p as usize] = prev;
+        } else {
+            self.prev[next as usize] = prev;
+        }
+        self.prev[g as usize] = NONE;
+        self.next[g as usize] = NONE;
+    }
+
+    /// Makes `g` the last child of `p`.
+    fn link(&mut self, p: u32, g: u32) {
+        let last = self.last[p as usize];
+        self.parent[g as usize] = p;
+        self.prev[g as usize] = last;
+        self.next[g as usize] = NONE;
+        if last == NONE {
+            self.first[p as usize] = g;
+        } else {
+            self.next[last as usize] = g;
+        }
+        self.last[p as usize] = g;
+    }
+
+    /// The children of `g` in the tree, in the order they were placed.
+    pub fn children(&self, g: u32) -> Children<'_> {
+        Children {
+            links: self,
+            at: self.first[g as usize],
+        }
+    }
+
+    pub fn has_children(&self, g: u32) -> bool {
+        self.first[g as usize] != NONE
+    }
+}
+
+/// See [`Links::children`].
+pub struct Children<'a> {
+    links: &'a Links,
+    at: u32,
+}
+
+impl Iterator for Children<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        if self.at == NONE {
+            return None;
+        }
+        let g = self.at;
+        self.at = self.links.next[g as usize];
+        Some(g)
+    }
+}
+
 /// Everything the screen shows about the run.
 pub struct ViewState {
     pub goals: Vec<Goal>,
+    /// The tree, and per-goal data walked often.
+    pub links: Links,
     /// Top-level goals, in the order they were added: the roots of the tree.
     pub tops: Vec<u32>,
     edges: FxHashSet<(u32, u32)>,
@@ -272,6 +376,8 @@ pub struct ViewState {
     /// Bumped by every change of the tree or of a goal's category: the rows to show must be
     /// computed again.
     pub generation: u64,
+    /// Bumped when goals or edges are added (the dependency graph changed).
+    pub structure: u64,
 }
 
 impl ViewState {
@@ -279,6 +385,7 @@ impl ViewState {
     pub fn new(controls: Controls, limits: LogLimits, history: Arc<dyn BuildHistory>) -> ViewState {
         ViewState {
             goals: Vec::new(),
+            links: Links::default(),
             tops: Vec::new(),
             edges: FxHashSet::default(),
             counts: [0; Category::ALL.len()],
@@ -298,6 +405,7 @@ impl ViewState {
             limits,
             history,
             generation: 0,
+            structure: 0,
         }
     }
 
@@ -344,17 +452,14 @@ impl ViewState {
             } => self.goal_added(*goal, kind, name, *top, e.time),
             EventKind::EdgeAdded { waiter, waitee } => self.edge_added(waiter.0, waitee.0),
             EventKind::StateChanged { goal, state } => self.set_state(goal.0, state, e.time),
-            EventKind::BuildStarted {
-                goal, slot, pid, ..
-            } => {
+            // The pid comes with the running state that follows.
+            EventKind::BuildStarted { goal, slot, .. } => {
                 let g = self.ensure(goal.0);
                 g.started = Some(e.time);
                 g.stopped = None;
                 g.last_output = None;
                 g.phase = None;
-                let _ = pid;
-                let slot = *slot;
-                self.occupy_build_slot(slot, goal.0);
+                self.occupy_build_slot(*slot, goal.0);
             }
             EventKind::SubstitutionStarted { goal, slot, .. } => {
                 let g = self.ensure(goal.0);
@@ -444,8 +549,10 @@ impl ViewState {
             let start = self.goals.len() as u32;
             self.goals
                 .extend((start..=g).map(|k| Goal::placeholder(GoalId(k))));
+            self.links.grow(i + 1);
             self.counts[Category::Waiting.index()] += u64::from(g + 1 - start);
             self.generation += 1;
+            self.structure += 1;
         }
         &mut self.goals[i]
     }
@@ -462,16 +569,21 @@ impl ViewState {
         g.substitution = substitution;
         g.since = now;
         g.expected_ms = expected;
-        if top && !g.top {
-            g.top = true;
-            let parent = std::mem::replace(&mut g.parent, NONE);
-            g.depth = 0;
-            if parent != NONE {
-                self.goals[parent as usize].children.retain(|&c| c != id.0);
-            }
+        let newly_top = top && !g.top;
+        g.top |= top;
+        self.links.expected[id.index()] = if substitution {
+            SUBSTITUTION_MS
+        } else {
+            expected.map_or(UNKNOWN, |e| e.min(u64::from(UNKNOWN - 1)) as u32)
+        };
+        if newly_top {
+            self.links.top[id.index()] = true;
+            self.links.unlink(id.0);
+            self.links.depth[id.index()] = 0;
             self.tops.push(id.0);
         }
         self.generation += 1;
+        self.structure += 1;
     }
 
     fn edge_added(&mut self, waiter: u32, waitee: u32) {
@@ -479,22 +591,19 @@ impl ViewState {
             return;
         }
         self.ensure(waiter.max(waitee));
-        self.goals[waiter as usize].deps.push(waitee);
-        let depth = self.goals[waiter as usize].depth + 1;
-        let child = &self.goals[waitee as usize];
-        if child.top || (child.parent != NONE && child.depth >= depth) {
+        self.links.edges.push((waiter, waitee));
+        self.structure += 1;
+        let l = &mut self.links;
+        let depth = l.depth[waiter as usize] + 1;
+        let (w, c) = (waitee as usize, waitee);
+        if self.goals[w].top || (l.parent[w] != NONE && l.depth[w] >= depth) {
             return;
         }
         // Under the deepest dependent: a cycle is impossible, as tree parents are waiters
         // and the goal graph is acyclic.
-        let old = child.parent;
-        if old != NONE {
-            self.goals[old as usize].children.retain(|&c| c != waitee);
-        }
-        let child = &mut self.goals[waitee as usize];
-        child.parent = waiter;
-        child.depth = depth;
-        self.goals[waiter as usize].children.push(waitee);
+        l.unlink(c);
+        l.link(waiter, c);
+        l.depth[w] = depth;
         self.generation += 1;
     }
 
@@ -568,6 +677,7 @@ impl ViewState {
         }
         if old_category != category {
             g.category = category;
+            self.links.category[goal as usize] = category;
             self.counts[old_category.index()] -= 1;
             self.counts[category.index()] += 1;
             self.generation += 1;
@@ -778,12 +888,12 @@ pub(crate) mod tests {
             .edge(0, 1, 2);
         let v = view_of(&s.events);
         assert_eq!(v.tops, vec![0]);
-        assert_eq!(v.goals[0].children, vec![1]);
-        assert_eq!(v.goals[1].children, vec![2]);
-        assert_eq!(v.goals[2].parent, 1);
-        assert_eq!(v.goals[2].depth, 2);
-        assert_eq!(v.goals[1].deps, vec![2]);
-        assert_eq!(v.goals[0].deps, vec![1, 2]);
+        let children = |g| v.links.children(g).collect::<Vec<_>>();
+        assert_eq!(children(0), vec![1]);
+        assert_eq!(children(1), vec![2]);
+        assert_eq!(v.links.parent[2], 1);
+        assert_eq!(v.links.depth[2], 2);
+        assert_eq!(v.links.edges, vec![(0, 1), (0, 2), (1, 2)]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use rustc_hash::FxHashSet;
 
-use super::state::{Category, NONE, ViewState};
+use super::state::{Category, Links, NONE, ViewState};
 
 /// Which goals the graph pane shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -78,15 +78,16 @@ pub fn build_rows(
     out: &mut Vec<Row>,
 ) {
     out.clear();
+    let links = &view.links;
     let n = view.goals.len();
     let selective = filter != Filter::All || !search.is_empty();
     // With a filter or a search: the goals to keep are the matches and their ancestors.
     let mut keep = Vec::new();
     if selective {
         keep = vec![false; n];
-        for (g, goal) in view.goals.iter().enumerate() {
-            let hit =
-                filter.accepts(goal.category) && (search.is_empty() || matches(&goal.name, search));
+        for g in 0..n {
+            let hit = filter.accepts(links.category[g])
+                && (search.is_empty() || matches(&view.goals[g].name, search));
             if !hit {
                 continue;
             }
@@ -94,55 +95,67 @@ pub fn build_rows(
             let mut steps = 0;
             while a != NONE && !keep[a as usize] && steps <= n {
                 keep[a as usize] = true;
-                a = view.goals[a as usize].parent;
+                a = links.parent[a as usize];
                 steps += 1;
             }
         }
     }
     let mut visited = vec![false; n];
     let mut stack: Vec<(u32, u32)> = Vec::new();
-    push_ordered(view, &view.tops, 0, &mut stack);
-    // Goals whose tree parent never arrived (lost events) show as roots at the end.
-    let orphans: Vec<u32> = (0..n as u32)
-        .filter(|&g| {
-            let goal = &view.goals[g as usize];
-            !goal.top && goal.parent == NONE
-        })
-        .collect();
-    let mut orphan_stack = Vec::new();
-    push_ordered(view, &orphans, 0, &mut orphan_stack);
-    stack.splice(0..0, orphan_stack);
+    let mut scratch = Vec::new();
+    // Goals whose tree parent never arrived (lost events) show as roots at the end: they are
+    // pushed first, so they pop last.
+    let orphans =
+        (0..n as u32).filter(|&g| links.parent[g as usize] == NONE && !links.top[g as usize]);
+    push_ordered(links, orphans, 0, &mut stack, &mut scratch);
+    push_ordered(
+        links,
+        view.tops.iter().copied(),
+        0,
+        &mut stack,
+        &mut scratch,
+    );
     while let Some((g, depth)) = stack.pop() {
         let gi = g as usize;
         if visited[gi] || (selective && !keep[gi]) {
             continue;
         }
         visited[gi] = true;
-        let goal = &view.goals[gi];
-        if goal.category == Category::Skipped && goal.children.is_empty() {
+        let has_children = links.has_children(g);
+        if links.category[gi] == Category::Skipped && !has_children {
             continue;
         }
         out.push(Row {
             goal: g,
             depth,
-            has_children: !goal.children.is_empty(),
-            matched: !search.is_empty() && matches(&goal.name, search),
+            has_children,
+            matched: !search.is_empty() && matches(&view.goals[gi].name, search),
         });
-        if selective || !folded.contains(&g) {
-            push_ordered(view, &goal.children, depth + 1, &mut stack);
+        if has_children && (selective || folded.is_empty() || !folded.contains(&g)) {
+            push_ordered(
+                links,
+                links.children(g),
+                depth + 1,
+                &mut stack,
+                &mut scratch,
+            );
         }
     }
 }
 
-/// Pushes `goals` so that they pop in sibling order: by rank, then as added.
-fn push_ordered(view: &ViewState, goals: &[u32], depth: u32, stack: &mut Vec<(u32, u32)>) {
-    for rank in (0..=4).rev() {
-        for &c in goals.iter().rev() {
-            if view.goals[c as usize].category.rank() == rank {
-                stack.push((c, depth));
-            }
-        }
-    }
+/// Pushes `goals` so that they pop in sibling order: by rank, then as given.
+fn push_ordered(
+    links: &Links,
+    goals: impl Iterator<Item = u32>,
+    depth: u32,
+    stack: &mut Vec<(u32, u32)>,
+    scratch: &mut Vec<(u8, u32)>,
+) {
+    scratch.clear();
+    scratch.extend(goals.map(|c| (links.category[c as usize].rank(), c)));
+    // Stable: siblings of a rank stay in the order they were given.
+    scratch.sort_by_key(|&(rank, _)| rank);
+    stack.extend(scratch.iter().rev().map(|&(_, c)| (c, depth)));
 }
 
 #[cfg(test)]

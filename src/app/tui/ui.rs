@@ -20,6 +20,9 @@ use super::state::{Category, NONE, ViewState};
 use super::tree::{self, Filter, Row};
 use super::widgets::Theme;
 
+/// Frames between two flattenings of the tree for state changes alone (about 4 a second).
+pub const ROWS_EVERY_FRAMES: u64 = 8;
+
 /// The panes that take the focus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -120,6 +123,11 @@ pub struct Ui {
     pub theme: Theme,
     pub focus: Pane,
     pub selected: Option<u32>,
+    /// Until the user selects a goal, the selection is the first row.
+    pub follow_top: bool,
+    /// The run's event stream ended without the run ending (the engine is gone): quitting
+    /// needs no question and waits for nothing.
+    pub detached: bool,
     pub folded: FxHashSet<u32>,
     pub filter: Filter,
     /// The goal search, lower case; empty: none.
@@ -148,8 +156,14 @@ pub struct Ui {
     pub graph_offset: usize,
     rows: Vec<Row>,
     rows_key: Option<(u64, Filter, String, u64)>,
+    rows_generation: u64,
+    rows_frame: u64,
+    /// Frames drawn so far.
+    pub frames: u64,
     fold_version: u64,
-    eta_cache: Option<(u64, u64, Eta)>,
+    dep_graph: eta::DepGraph,
+    dep_graph_empty: bool,
+    eta_cache: Option<(u64, Eta)>,
     summary_cache: Option<(u64, Arc<Summary>)>,
 }
 
@@ -161,6 +175,8 @@ impl Ui {
             theme: Theme { color },
             focus: Pane::Graph,
             selected: None,
+            follow_top: true,
+            detached: false,
             folded: FxHashSet::default(),
             filter: Filter::All,
             search: String::new(),
@@ -181,7 +197,12 @@ impl Ui {
             graph_offset: 0,
             rows: Vec::new(),
             rows_key: None,
+            rows_generation: 0,
+            rows_frame: 0,
+            frames: 0,
             fold_version: 0,
+            dep_graph: eta::DepGraph::default(),
+            dep_graph_empty: true,
             eta_cache: None,
             summary_cache: None,
         }
@@ -189,18 +210,23 @@ impl Ui {
 
     /// Whether the screen should go: asked to, or quitting and the run has ended.
     pub fn should_exit(&self) -> bool {
-        self.exit || (self.stopping && !self.view.is_running())
+        self.exit || (self.stopping && (!self.view.is_running() || self.detached))
     }
 
-    /// The graph pane's rows, computed again if anything they depend on changed.
+    /// The graph pane's rows, computed again when the tree, the filter, the search or the
+    /// folds changed, and at most every [`ROWS_EVERY_FRAMES`] frames when only goals' states
+    /// changed (what floats up among siblings lags a few frames; icons and words never do,
+    /// as they are drawn from the live state).
     pub fn rows(&mut self) -> &[Row] {
         let key = (
-            self.view.generation,
+            self.view.structure,
             self.filter,
             self.search.clone(),
             self.fold_version,
         );
-        if self.rows_key.as_ref() != Some(&key) {
+        let stale = self.rows_generation != self.view.generation
+            && self.frames >= self.rows_frame + ROWS_EVERY_FRAMES;
+        if self.rows_key.as_ref() != Some(&key) || stale {
             let mut rows = std::mem::take(&mut self.rows);
             tree::build_rows(
                 &self.view,
@@ -211,11 +237,28 @@ impl Ui {
             );
             self.rows = rows;
             self.rows_key = Some(key);
-            if self.selected.is_none() {
+            self.rows_generation = self.view.generation;
+            self.rows_frame = self.frames;
+            if self.selected.is_none() || self.follow_top {
                 self.selected = self.rows.first().map(|r| r.goal);
             }
         }
         &self.rows
+    }
+
+    /// The compact dependency graph, built again when goals or edges were added.
+    fn dep_graph(&mut self) -> &eta::DepGraph {
+        if self.dep_graph.structure != self.view.structure || self.dep_graph_empty {
+            self.dep_graph = eta::DepGraph::of(&self.view);
+            self.dep_graph_empty = false;
+        }
+        &self.dep_graph
+    }
+
+    /// Selects goal `g` (the user chose: the selection no longer follows the first row).
+    pub fn select(&mut self, g: u32) {
+        self.selected = Some(g);
+        self.follow_top = false;
     }
 
     /// The index of the selected goal among the rows.
@@ -244,12 +287,13 @@ impl Ui {
             Some(i) => i.saturating_add_signed(delta).min(last),
             None => 0,
         };
-        self.selected = Some(rows[i].goal);
+        let g = rows[i].goal;
+        self.select(g);
     }
 
     fn select_row(&mut self, i: usize) {
-        if let Some(r) = self.rows().get(i) {
-            self.selected = Some(r.goal);
+        if let Some(g) = self.rows().get(i).map(|r| r.goal) {
+            self.select(g);
         }
     }
 
@@ -285,14 +329,18 @@ impl Ui {
         }
     }
 
-    /// The ETA at `now`, computed at most once per second of run time or graph change.
+    /// The ETA at `now`, computed at most once per second of run time (and not in a frame
+    /// that flattened the rows: then in the next one).
     pub fn eta(&mut self, now: Time) -> Eta {
-        let key = (self.view.generation, now.as_millis() / 1000);
+        let second = now.as_millis() / 1000;
         match self.eta_cache {
-            Some((g, s, eta)) if (g, s) == key => eta,
+            Some((s, eta)) if s == second => eta,
+            // One long computation per frame: the rows were flattened in this one.
+            Some((_, eta)) if self.rows_frame == self.frames && self.frames > 1 => eta,
             _ => {
-                let e = eta::eta(&self.view, now);
-                self.eta_cache = Some((key.0, key.1, e));
+                self.dep_graph();
+                let e = eta::eta_with(&self.view, &self.dep_graph, now);
+                self.eta_cache = Some((second, e));
                 e
             }
         }
@@ -331,7 +379,9 @@ impl Ui {
             super::state::RunPhase::Done { at, .. } => at.as_millis(),
             super::state::RunPhase::Running => v.now.as_millis(),
         };
-        (s.critical_ms, s.critical_path) = eta::critical_path(v);
+        self.dep_graph();
+        let v = &self.view;
+        (s.critical_ms, s.critical_path) = eta::critical_path_with(v, &self.dep_graph);
         let s = Arc::new(s);
         self.summary_cache = Some((v.generation, s.clone()));
         s
@@ -598,7 +648,7 @@ impl Ui {
                 return self.sent(vec![c]);
             }
             Action::Quit => {
-                if self.view.is_running() {
+                if self.view.is_running() && !self.detached {
                     self.confirm = Some(Confirm::Quit);
                 } else {
                     self.exit = true;
@@ -682,7 +732,7 @@ impl Ui {
                     .saturating_add_signed(delta)
                     .min(side.len() - 1);
                 if let Some(g) = side.goal_at(self.slot_cursor) {
-                    self.selected = Some(g);
+                    self.select(g);
                     self.log_scroll = 0;
                 }
             }
@@ -702,11 +752,12 @@ impl Ui {
 
     fn collapse(&mut self) {
         let Some(g) = self.selected else { return };
-        let goal = &self.view.goals[g as usize];
-        if !goal.children.is_empty() && !self.folded.contains(&g) && self.search.is_empty() {
+        let links = &self.view.links;
+        let parent = links.parent[g as usize];
+        if links.has_children(g) && !self.folded.contains(&g) && self.search.is_empty() {
             self.toggle_fold(g);
-        } else if goal.parent != NONE {
-            self.selected = Some(goal.parent);
+        } else if parent != NONE {
+            self.select(parent);
         }
     }
 
@@ -714,7 +765,7 @@ impl Ui {
         let Some(g) = self.selected else { return };
         if self.folded.contains(&g) {
             self.toggle_fold(g);
-        } else if !self.view.goals[g as usize].children.is_empty() {
+        } else if self.view.links.has_children(g) {
             self.move_selection(1);
         }
     }
@@ -748,7 +799,10 @@ impl Ui {
             })
             .find(|&i| rows[i].matched);
         match found {
-            Some(i) => self.selected = Some(rows[i].goal),
+            Some(i) => {
+                let g = rows[i].goal;
+                self.select(g);
+            }
             None => self.notice = Some("no match".into()),
         }
     }
@@ -814,7 +868,7 @@ impl Ui {
                     let Some(row) = self.rows().get(i).copied() else {
                         return Vec::new();
                     };
-                    self.selected = Some(row.goal);
+                    self.select(row.goal);
                     let marker = a.graph.x + super::view::indent_width(row.depth, a.graph.width);
                     if row.has_children && at.x == marker {
                         self.toggle_fold(row.goal);
@@ -831,7 +885,7 @@ impl Ui {
                     };
                     if let Some(g) = side.goal_at(i) {
                         self.slot_cursor = i;
-                        self.selected = Some(g);
+                        self.select(g);
                     }
                 } else if a.log.contains(at) {
                     self.focus = Pane::Log;
@@ -932,7 +986,7 @@ mod tests {
 
     fn select(ui: &mut Ui, name: &str) {
         let g = ui.view.goals.iter().position(|g| &*g.name == name).unwrap() as u32;
-        ui.selected = Some(g);
+        ui.select(g);
     }
 
     #[test]
@@ -1142,6 +1196,117 @@ mod tests {
         };
         ui.on_mouse(&marker);
         assert_eq!(ui.rows().len(), 1);
+    }
+
+    /// Every key that steers the run, from a fresh screen: the commands it sends, after the
+    /// answer `y` where it asks first (`None`: it sends at once).
+    #[test]
+    fn every_command_key_sends_its_command() {
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        let cases: [(KeyEvent, Option<Confirm>, Vec<Command>); 10] = [
+            (
+                KeyEvent::new(KeyCode::Char('c'), KeyModifiers::NONE),
+                Some(Confirm::Cancel(1)),
+                vec![Command::Cancel { goal: GoalId(1) }],
+            ),
+            (
+                KeyEvent::new(KeyCode::Char('C'), KeyModifiers::SHIFT),
+                Some(Confirm::CancelAll),
+                vec![Command::CancelAll],
+            ),
+            (
+                KeyEvent::new(KeyCode::Char('d'), KeyModifiers::NONE),
+                Some(Confirm::Drain),
+                vec![Command::Drain],
+            ),
+            (
+                KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE),
+                Some(Confirm::Quit),
+                vec![Command::CancelAll],
+            ),
+            (
+                KeyEvent::new(KeyCode::Char('k'), KeyModifiers::NONE),
+                None,
+                vec![Command::SetKeepGoing { keep_going: true }],
+            ),
+            (
+                KeyEvent::new(KeyCode::Char('+'), KeyModifiers::NONE),
+                None,
+                vec![Command::SetMaxJobs { max_jobs: 3 }],
+            ),
+            (
+                KeyEvent::new(KeyCode::Char('='), KeyModifiers::NONE),
+                None,
+                vec![Command::SetMaxJobs { max_jobs: 3 }],
+            ),
+            (
+                KeyEvent::new(KeyCode::Char('-'), KeyModifiers::NONE),
+                None,
+                vec![Command::SetMaxJobs { max_jobs: 1 }],
+            ),
+            (
+                KeyEvent::new(KeyCode::Char('p'), KeyModifiers::NONE),
+                None,
+                vec![Command::Pause],
+            ),
+            (ctrl_c, None, vec![Command::CancelAll]),
+        ];
+        for (key, question, commands) in cases {
+            let mut ui = ui();
+            select(&mut ui, "lib");
+            let sent = ui.on_key(&key);
+            match question {
+                Some(q) => {
+                    assert!(sent.is_empty(), "{key:?} asks first");
+                    assert_eq!(ui.confirm, Some(q), "{key:?}");
+                    assert_eq!(ch(&mut ui, 'y'), commands, "{key:?}");
+                }
+                None => assert_eq!(sent, commands, "{key:?}"),
+            }
+        }
+        // r on the failed zlib.
+        let mut ui = ui();
+        select(&mut ui, "zlib");
+        assert_eq!(ch(&mut ui, 'r'), vec![Command::Retry { goal: GoalId(2) }]);
+    }
+
+    #[test]
+    fn the_first_row_stays_selected_until_the_user_chooses() {
+        let mut s = script();
+        let mut ui = Ui::new(view_of(&s.events), "t", false);
+        ui.rows();
+        assert_eq!(ui.selected, Some(0));
+        // A new top-level goal that fails floats above app: it is selected.
+        s.add(30, 3, "urgent", true)
+            .build(30, 3, 0)
+            .done(40, 3, BuildStatus::PermanentFailure);
+        let mut ui = Ui::new(view_of(&s.events[..s.events.len() - 3]), "t", false);
+        ui.rows();
+        let first = ui.selected;
+        ui.view.apply_all(&s.events[s.events.len() - 3..]);
+        // State changes alone re-order the rows a few frames later.
+        assert_eq!(ui.rows()[0].goal, 0);
+        ui.frames += ROWS_EVERY_FRAMES;
+        assert_eq!(ui.rows()[0].goal, 3);
+        assert_eq!(ui.selected, Some(3), "was {first:?}");
+        ch(&mut ui, 'j');
+        let chosen = ui.selected;
+        ui.view.apply(&Event {
+            seq: 1000,
+            time: Time(50),
+            kind: EventKind::GoalReopened { goal: GoalId(3) },
+        });
+        ui.frames += ROWS_EVERY_FRAMES;
+        ui.rows();
+        assert_eq!(ui.selected, chosen, "a choice sticks");
+    }
+
+    #[test]
+    fn quitting_a_run_whose_engine_is_gone_asks_nothing() {
+        let mut ui = ui();
+        ui.detached = true;
+        assert!(ch(&mut ui, 'q').is_empty());
+        assert!(ui.should_exit());
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub fn render(ui: &mut Ui, now: Time, frame: &mut Frame) {
 
 /// Draws into a buffer (what [`render`] does with a frame's).
 pub fn render_to(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
+    ui.frames += 1;
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         ui.areas = Default::default();
         too_small(ui, area, buf);
@@ -206,6 +207,9 @@ fn draw_header(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
     }
     if v.dropped_events > 0 {
         w.text(&format!("─ {} events lost ", v.dropped_events), t.warn());
+    }
+    if ui.detached {
+        w.text("─ ENGINE GONE ", t.error());
     }
 }
 

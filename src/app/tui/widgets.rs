@@ -252,6 +252,20 @@ mod tests {
     }
 
     #[test]
+    fn without_colour_only_modifiers_stay() {
+        let plain = Theme { color: false };
+        for c in Category::ALL {
+            assert_eq!(plain.category(c).fg, None, "{c:?}");
+        }
+        assert_eq!(plain.dim(), Style::new());
+        assert!(plain.selected().add_modifier.contains(Modifier::REVERSED));
+        assert_eq!(
+            Theme { color: true }.category(Category::Failed).fg,
+            Some(Color::Red)
+        );
+    }
+
+    #[test]
     fn the_writer_clips_at_the_edge() {
         let area = Rect::new(0, 0, 8, 1);
         let mut buf = Buffer::empty(area);

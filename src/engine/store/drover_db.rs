@@ -2,12 +2,15 @@
 //! exactly Nix's): cached build failures (`--option cache-failures true`) and the build
 //! durations that give the TUI its ETAs.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
+use crate::engine::api::BuildHistory;
 
 const SCHEMA: &str = "
 create table if not exists FailedPaths (
@@ -136,6 +139,40 @@ impl DroverDb {
     }
 }
 
+/// The build-time history for ETAs ([`BuildHistory`]), from `drover.sqlite`: the median of
+/// the last [`DURATION_HISTORY`] builds of a name, looked up once per name. A failing query
+/// counts as no history.
+pub struct DurationHistory {
+    db: Mutex<DroverDb>,
+    known: Mutex<HashMap<String, Option<u64>>>,
+}
+
+impl DurationHistory {
+    pub fn new(db: DroverDb) -> DurationHistory {
+        DurationHistory {
+            db: Mutex::new(db),
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl BuildHistory for DurationHistory {
+    fn expected_ms(&self, name: &str) -> Option<u64> {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&ms) = known.get(name) {
+            return ms;
+        }
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let ms = db
+            .expected_duration(name)
+            .ok()
+            .flatten()
+            .map(|d| d.as_millis() as u64);
+        known.insert(name.to_owned(), ms);
+        ms
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +199,8 @@ mod tests {
             db.expected_duration("gcc").unwrap(),
             Some(Duration::from_millis(400))
         );
+        let history = DurationHistory::new(db);
+        assert_eq!(history.expected_ms("gcc"), Some(400));
+        assert_eq!(history.expected_ms("zlib"), None);
     }
 }
