@@ -9,10 +9,10 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::app::AppError;
+use crate::app::live;
 pub use crate::app::output::LogFormat;
 use crate::app::output::StdOutput;
 use crate::app::record::Recorder;
-use crate::app::live;
 use crate::app::tui::{self, MemoryLogs, TuiOptions};
 use crate::engine::api::BuildMode;
 use crate::engine::driver::{self, Delivery, DriverOptions};
