@@ -113,14 +113,21 @@ fn start() -> (Tmux, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.json");
     std::fs::write(&plan, PLAN).unwrap();
+    let args = format!("simulate --plan {} -j 2 --speed 20", plan.display());
+    let tmux = start_drover(dir.path(), &args);
+    (tmux, dir)
+}
+
+/// `drover ARGS` in a new 100x30 session whose pane stays when it exits; the exit status goes
+/// to `DIR/status`. `args` must not contain `'`.
+fn start_drover(dir: &Path, args: &str) -> Tmux {
     let bin = Path::new(env!("CARGO_BIN_EXE_drover"));
     // A shell runs drover and writes down how it ended (tmux's own record of a dead pane's
     // status can come late).
     let command = format!(
-        "sh -c '{} simulate --plan {} -j 2 --speed 20; echo $? > {}'",
+        "sh -c '{} {args}; echo $? > {}'",
         bin.display(),
-        plan.display(),
-        dir.path().join("status").display()
+        dir.join("status").display()
     );
     let tmux = Tmux::new();
     tmux.run(&[
@@ -137,7 +144,7 @@ fn start() -> (Tmux, tempfile::TempDir) {
         &command,
     ]);
     tmux.run(&["set-option", "-t", "tui", "remain-on-exit", "on"]);
-    (tmux, dir)
+    tmux
 }
 
 /// Waits until drover has exited; its exit status (128 + n when killed by signal n).
@@ -259,4 +266,77 @@ fn sighup_and_sigterm_stop_the_run_cleanly() {
         );
         assert_eq!(alternate_screen(&tmux), "0", "signal {signal}");
     }
+}
+
+/// `drover build` of real derivations in the TUI: the builder's log shows, a cancel kills it,
+/// a retry builds it again, and the output path is printed after the TUI is left.
+#[test]
+fn a_real_build_is_cancelled_and_retried_in_a_real_terminal() {
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            r#"[drv.gate]
+builder = "/bin/busybox"
+args = ["sh", "-c", "echo waiting for the gate; while [ ! -e {go} ]; do sleep 0.05; done; echo open > $out"]
+"#,
+            go = go.display()
+        ),
+    )
+    .unwrap();
+    let s = dir.path().join("s");
+    let store = format!(
+        "local?store={0}/store&state={0}/state&log={0}/log",
+        s.display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["instantiate", "--store", &store])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drv = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let tmux = start_drover(
+        dir.path(),
+        &format!("build --store \"{store}\" --no-out-link {drv}"),
+    );
+    tmux.wait_for("the builder's log", |s| {
+        s.contains("gate> waiting for the gate")
+            && graph_line(s, "gate").is_some_and(|l| l.contains("⏵"))
+    });
+    tmux.keys(&["c"]);
+    tmux.wait_for("the cancel question", |s| s.contains("y/n"));
+    tmux.keys(&["y"]);
+    tmux.wait_for("gate cancelled", |s| {
+        graph_line(s, "gate").is_some_and(|l| l.contains("cancelled")) && s.contains("Summary")
+    });
+    std::fs::write(&go, "").unwrap();
+    tmux.keys(&["r"]);
+    let screen = tmux.wait_for("the retried build to succeed", |s| {
+        s.contains("exit 0 (success)")
+    });
+    assert!(
+        graph_line(&screen, "gate").is_some_and(|l| l.contains("built")),
+        "{screen}"
+    );
+    tmux.keys(&["q"]);
+    assert_eq!(exit_status(&tmux, dir.path()), 0, "{}", tmux.screen());
+    // Back on the normal screen, the output path is printed as nix-build prints it.
+    let screen = tmux.screen();
+    let path = screen
+        .lines()
+        .map(str::trim_end)
+        .find(|l| l.ends_with("-gate"))
+        .unwrap_or_else(|| panic!("no output path printed:\n{screen}"));
+    let real = s.join("store").join(path.rsplit('/').next().unwrap());
+    assert_eq!(std::fs::read_to_string(real).unwrap(), "open\n");
 }

@@ -15,8 +15,12 @@ use clap::Args;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::app::AppError;
+use crate::app::live;
+use crate::app::output::LogFormat;
 use crate::app::plain::PlainPrinter;
 use crate::app::plumbing::store::{StoreArgs, follow_links_to_store_path};
+use crate::app::stored_logs::StoreLogs;
+use crate::app::tui::{self, TuiOptions};
 use crate::engine::api::{BuildMode, Command as RunCommand};
 use crate::engine::build::Builder;
 use crate::engine::driver::{self, Delivery, DriverOptions};
@@ -24,6 +28,7 @@ use crate::engine::executor::LocalExecutor;
 use crate::engine::format::StorePath;
 use crate::engine::scheduler::{Scheduler, Target};
 use crate::engine::settings::{Settings, parse_max_jobs};
+use crate::engine::store::drover_db::{DroverDb, DurationHistory};
 use crate::engine::store::import::SourceStore;
 use crate::engine::store::{EnvOverrides, LocalStore, StoreConfig};
 use crate::sandbox::Supervisors;
@@ -71,6 +76,9 @@ pub struct BuildArgs {
     /// Create no out-links.
     #[arg(long)]
     pub no_out_link: bool,
+    /// Output format (default: the terminal UI on a terminal, plain lines otherwise).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Derivations (`/nix/store/…-x.drv`, optionally `^out,dev`) or store paths.
     #[arg(required = true, value_name = "TARGET")]
     pub targets: Vec<String>,
@@ -278,7 +286,48 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
         .max_blocking_threads(2 * cpus)
         .build()
         .map_err(|e| AppError::io("starting", Path::new("the runtime"), e))?;
-    let exit_status = runtime.block_on(async move {
+    let use_tui = args
+        .log_format
+        .map_or_else(tui::is_terminal, |f| f == LogFormat::Tui);
+    let exit_status = if use_tui {
+        let scheduler_settings = settings.scheduler_settings(store.store_dir());
+        let mut options = TuiOptions::new(
+            "drover build",
+            scheduler_settings.max_jobs,
+            scheduler_settings.keep_going,
+        );
+        let config = store.config();
+        let history = DroverDb::open(&config.state_dir)?;
+        options.history = Arc::new(DurationHistory::new(history));
+        options.logs = Arc::new(StoreLogs {
+            store_dir: config.store_dir.clone(),
+            log_dir: config.log_dir.clone(),
+        });
+        let _runtime_context = runtime.enter();
+        let executor = LocalExecutor::new(builder);
+        let mut outcome =
+            live::run_with_tui(&runtime, scheduler, executor, &targets, mode, options)?;
+        runtime.block_on(outcome.executor.shutdown());
+        outcome.exit_status
+    } else {
+        print_plain(&runtime, builder, scheduler, &targets, mode)?
+    };
+    if exit_status != 0 {
+        return Ok(exit_status);
+    }
+    finish_outputs(&store, args, &wanted)?;
+    Ok(0)
+}
+
+/// Runs the build printing plain lines like nix-build's on standard error; its exit status.
+fn print_plain(
+    runtime: &tokio::runtime::Runtime,
+    builder: Arc<Builder>,
+    scheduler: Scheduler,
+    targets: &[Target],
+    mode: BuildMode,
+) -> Result<u8, AppError> {
+    runtime.block_on(async move {
         let executor = LocalExecutor::new(builder);
         let (driver, handle) = driver::driver(scheduler, executor, DriverOptions::default());
         let mut events = handle.subscribe(Delivery::Lossless { capacity: 1 << 16 });
@@ -307,7 +356,7 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
             std::process::exit(1);
         });
         drop(handle);
-        let mut outcome = driver.run(&targets, mode).await;
+        let mut outcome = driver.run(targets, mode).await;
         outcome.executor.shutdown().await;
         ctrl_c.abort();
         printer
@@ -315,12 +364,7 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
             .map_err(|e| AppError::Usage(format!("output task failed: {e}")))?
             .map_err(AppError::Stdout)?;
         Ok::<u8, AppError>(outcome.exit_status)
-    })?;
-    if exit_status != 0 {
-        return Ok(exit_status);
-    }
-    finish_outputs(&store, args, &wanted)?;
-    Ok(0)
+    })
 }
 
 /// The signals that interrupt a build.
