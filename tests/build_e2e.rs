@@ -746,3 +746,19 @@ fn settings_come_from_nix_conf_then_drover_conf_then_the_command_line() {
         r.stderr
     );
 }
+
+/// A successful build's duration is remembered under the derivation's name (the TUI's ETAs
+/// read it back); a failed one's is not.
+#[test]
+fn build_durations_are_recorded_for_the_eta() {
+    let mut t = TestStore::new();
+    let ok = t.drv("timed", &["out"], "echo x > $out", &[], &[]);
+    let bad = t.drv("broken", &["out"], "exit 1", &[], &[]);
+    let r = t.build(&[&t.print(&ok), "--no-out-link"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = t.build(&[&t.print(&bad), "--no-out-link"]);
+    assert_eq!(r.code, 100, "{}", r.stderr);
+    let db = drover::engine::store::drover_db::DroverDb::open(&t.root().join("state")).unwrap();
+    assert!(db.expected_duration("timed").unwrap().is_some());
+    assert_eq!(db.expected_duration("broken").unwrap(), None);
+}

@@ -65,6 +65,19 @@ impl LocalStoreView {
     }
 
     /// Forgets cached failures of these outputs.
+    /// Remembers how long a successful build of `drv` took, for the ETAs of later runs
+    /// (keyed by the derivation's name, as the TUI looks them up). A failure to record is
+    /// not a build failure.
+    pub fn record_duration(&self, drv: &StorePath, took: Duration) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let name = drv.drv_name().unwrap_or(drv.name());
+        self.with_drover_db(|db| {
+            let _ = db.record_duration(name, &self.store.print(drv), took, now);
+        });
+    }
+
     pub fn clear_failure(&self, outputs: &[StorePath]) {
         self.with_drover_db(|db| {
             for p in outputs {
@@ -142,6 +155,8 @@ enum Report {
 struct RunningBuild {
     kill: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    drv_path: StorePath,
+    started: Instant,
 }
 
 /// Carries out effects for real (see the module doc).
@@ -209,6 +224,7 @@ impl LocalExecutor {
     }
 
     fn start_build(&mut self, ticket: Ticket, request: BuildRequest) {
+        let drv_path = request.drv_path.clone();
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         let tx = self.tx.clone();
         let builder = self.builder.clone();
@@ -246,6 +262,8 @@ impl LocalExecutor {
             RunningBuild {
                 kill: Some(kill_tx),
                 task,
+                drv_path,
+                started: Instant::now(),
             },
         );
     }
@@ -253,7 +271,17 @@ impl LocalExecutor {
     /// The input a report carries, bookkeeping done; `None` for a task's end.
     fn received(&mut self, report: Report) -> Option<Input> {
         match report {
-            Report::Input(input) => Some(input),
+            Report::Input(input) => {
+                if let Input::BuildFinished {
+                    ticket,
+                    outcome: BuildOutcome::Success,
+                } = &input
+                    && let Some(b) = self.builds.get(ticket)
+                {
+                    self.view.record_duration(&b.drv_path, b.started.elapsed());
+                }
+                Some(input)
+            }
             Report::Done(ticket) => {
                 self.builds.remove(&ticket);
                 None
