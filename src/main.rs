@@ -2,6 +2,7 @@
 //! status (0 success, 1 error, Nix's 100-104 for failed builds, as `simulate` reports them).
 
 use std::ffi::OsStr;
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -25,7 +26,9 @@ fn main() -> ExitCode {
     match run(&cli.command) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
-            eprintln!("error: {e}");
+            // Best effort: standard error may be gone (a lost terminal), and eprintln! would
+            // panic over it.
+            let _ = writeln!(std::io::stderr(), "error: {e}");
             ExitCode::from(1)
         }
     }

@@ -762,3 +762,47 @@ fn build_durations_are_recorded_for_the_eta() {
     assert!(db.expected_duration("timed").unwrap().is_some());
     assert_eq!(db.expected_duration("broken").unwrap(), None);
 }
+
+/// A lost terminal: standard error is gone (writing fails) and SIGHUP comes. drover must
+/// still cancel the build, kill its builders and exit (it once panicked writing the
+/// "interrupted" message and left the build running forever).
+#[test]
+fn a_hangup_with_standard_error_gone_still_stops_the_build() {
+    let mut t = TestStore::new();
+    let root = t.root().display().to_string();
+    let script = format!(
+        "busybox sleep 1000 & echo $! > {root}/child.pid; echo $$ > {root}/builder.pid; wait"
+    );
+    let drv = t.drv("orphaned", &["out"], &script, &[], &[]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["build", "--store", &t.uri, &t.print(&drv), "--no-out-link"])
+        .env_clear()
+        .env("TMPDIR", t.tmp())
+        .env("NIX_CONF_DIR", t.root().join("conf"))
+        .env("XDG_CONFIG_HOME", t.root().join("conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_file = t.root().join("builder.pid");
+    while std::fs::read_to_string(&pid_file).map_or(true, |s| !s.ends_with('\n')) {
+        std::thread::yield_now();
+    }
+    drop(child.stderr.take());
+    // SAFETY: signalling the drover we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("drover did not stop after SIGHUP with its standard error gone");
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(status.code(), Some(1));
+    assert_dead(&t, &["child.pid", "builder.pid"]);
+    assert!(t.build_dirs().is_empty(), "{:?}", t.build_dirs());
+}

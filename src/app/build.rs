@@ -350,8 +350,10 @@ fn print_plain(
         let mut signals = Interrupts::new()?;
         let ctrl_c = tokio::spawn(async move {
             signals.next().await;
-            eprintln!("error: interrupted by the user");
+            // Cancel first: after a hangup standard error may be gone, and the message is
+            // best effort (eprintln! would panic and leave the build running).
             interrupts.send(RunCommand::CancelAll);
+            let _ = writeln!(std::io::stderr(), "error: interrupted by the user");
             signals.next().await;
             std::process::exit(1);
         });
