@@ -561,31 +561,44 @@ fn targets_that_are_not_buildable_are_refused() {
     );
 }
 
-#[test]
-fn an_interrupted_build_kills_its_builders_and_cleans_up() {
-    let mut t = TestStore::new();
+/// A derivation whose builder starts a long-running child, then writes `child.pid` and
+/// `builder.pid` into the test root and waits.
+fn long_running_drv(t: &mut TestStore, name: &str) -> StorePath {
     let root = t.root().display().to_string();
     let script = format!(
         "busybox sleep 1000 & echo $! > {root}/child.pid; echo $$ > {root}/builder.pid; wait"
     );
-    let drv = t.drv("long", &["out"], &script, &[], &[]);
+    t.drv(name, &["out"], &script, &[], &[])
+}
+
+/// `drover build DRV` with standard error piped, returned once its builder runs.
+fn spawn_build_until_the_builder_runs(t: &TestStore, drv: &StorePath) -> std::process::Child {
+    let _ = std::fs::remove_file(t.root().join("builder.pid"));
+    let _ = std::fs::remove_file(t.root().join("child.pid"));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["build", "--store", &t.uri, &t.print(drv), "--no-out-link"])
+        .env_clear()
+        .env("TMPDIR", t.tmp())
+        .env("NIX_CONF_DIR", t.root().join("conf"))
+        .env("XDG_CONFIG_HOME", t.root().join("conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The builder's children are started before it writes its pid.
+    let pid_file = t.root().join("builder.pid");
+    while std::fs::read_to_string(&pid_file).map_or(true, |s| !s.ends_with('\n')) {
+        std::thread::yield_now();
+    }
+    child
+}
+
+#[test]
+fn an_interrupted_build_kills_its_builders_and_cleans_up() {
+    let mut t = TestStore::new();
+    let drv = long_running_drv(&mut t, "long");
     for signal in [libc::SIGINT, libc::SIGTERM] {
-        let _ = std::fs::remove_file(t.root().join("builder.pid"));
-        let _ = std::fs::remove_file(t.root().join("child.pid"));
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
-            .args(["build", "--store", &t.uri, &t.print(&drv), "--no-out-link"])
-            .env_clear()
-            .env("TMPDIR", t.tmp())
-            .env("NIX_CONF_DIR", t.root().join("conf"))
-            .env("XDG_CONFIG_HOME", t.root().join("conf"))
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Wait until the builder runs (its children are started before it writes its pid).
-        let pid_file = t.root().join("builder.pid");
-        while std::fs::read_to_string(&pid_file).map_or(true, |s| !s.ends_with('\n')) {
-            std::thread::yield_now();
-        }
+        let child = spawn_build_until_the_builder_runs(&t, &drv);
         // SAFETY: signalling the drover we started.
         unsafe { libc::kill(child.id() as i32, signal) };
         let out = child.wait_with_output().unwrap();
@@ -769,25 +782,8 @@ fn build_durations_are_recorded_for_the_eta() {
 #[test]
 fn a_hangup_with_standard_error_gone_still_stops_the_build() {
     let mut t = TestStore::new();
-    let root = t.root().display().to_string();
-    let script = format!(
-        "busybox sleep 1000 & echo $! > {root}/child.pid; echo $$ > {root}/builder.pid; wait"
-    );
-    let drv = t.drv("orphaned", &["out"], &script, &[], &[]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(["build", "--store", &t.uri, &t.print(&drv), "--no-out-link"])
-        .env_clear()
-        .env("TMPDIR", t.tmp())
-        .env("NIX_CONF_DIR", t.root().join("conf"))
-        .env("XDG_CONFIG_HOME", t.root().join("conf"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid_file = t.root().join("builder.pid");
-    while std::fs::read_to_string(&pid_file).map_or(true, |s| !s.ends_with('\n')) {
-        std::thread::yield_now();
-    }
+    let drv = long_running_drv(&mut t, "orphaned");
+    let mut child = spawn_build_until_the_builder_runs(&t, &drv);
     drop(child.stderr.take());
     // SAFETY: signalling the drover we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };

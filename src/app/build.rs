@@ -275,7 +275,9 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
         settings.build_settings(),
         supervisors,
     ));
-    let scheduler = Scheduler::new(settings.scheduler_settings(store.store_dir()));
+    let scheduler_settings = settings.scheduler_settings(store.store_dir());
+    let (max_jobs, keep_going) = (scheduler_settings.max_jobs, scheduler_settings.keep_going);
+    let scheduler = Scheduler::new(scheduler_settings);
     let targets: Vec<Target> = wanted.iter().map(|w| w.target.clone()).collect();
     let mode = args.mode();
     // Preparing and registering builds runs on blocking threads: a few per CPU keep the CPUs
@@ -290,12 +292,7 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
         .log_format
         .map_or_else(tui::is_terminal, |f| f == LogFormat::Tui);
     let exit_status = if use_tui {
-        let scheduler_settings = settings.scheduler_settings(store.store_dir());
-        let mut options = TuiOptions::new(
-            "drover build",
-            scheduler_settings.max_jobs,
-            scheduler_settings.keep_going,
-        );
+        let mut options = TuiOptions::new("drover build", max_jobs, keep_going);
         let config = store.config();
         let history = DroverDb::open(&config.state_dir)?;
         options.history = Arc::new(DurationHistory::new(history));
