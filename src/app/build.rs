@@ -1,9 +1,8 @@
 //! `drover build`: realise derivations like `nix-build` / `nix-store --realise`. Targets are
-//! `.drv` paths (valid in the store, or imported from the real `/nix/store` when the store has
-//! the same store dir) or store paths, with an optional `^out,dev` output selection. Settings
-//! come from `nix.conf`, `drover.conf`, `--option` and the flags; progress is printed as
-//! nix-build prints it (on standard error), the output paths on standard output, and each
-//! output gets an out-link (`result`, `result-dev`, `result-2`, ...) unless `--no-out-link`.
+//! resolved by `app::targets`. Settings come from `nix.conf`, `drover.conf`, `--option` and the
+//! flags; progress is printed as nix-build prints it (on standard error), the output paths on
+//! standard output, and each output gets an out-link (`result`, `result-dev`, `result-2`, ...)
+//! unless `--no-out-link`.
 //! The exit status is Nix's: 0, 1, or 100-104 for failed builds.
 
 use std::collections::BTreeMap;
@@ -16,10 +15,12 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::app::AppError;
 use crate::app::live;
+use crate::app::missing::print_missing;
 use crate::app::output::LogFormat;
 use crate::app::plain::PlainPrinter;
-use crate::app::plumbing::store::{StoreArgs, follow_links_to_store_path};
+use crate::app::plumbing::store::StoreArgs;
 use crate::app::stored_logs::StoreLogs;
+use crate::app::targets::{Wanted, resolve};
 use crate::app::tui::{self, TuiOptions};
 use crate::engine::api::{BuildMode, Command as RunCommand};
 use crate::engine::build::Builder;
@@ -28,9 +29,8 @@ use crate::engine::executor::LocalExecutor;
 use crate::engine::format::StorePath;
 use crate::engine::scheduler::{Scheduler, Target};
 use crate::engine::settings::{Settings, parse_max_jobs};
+use crate::engine::store::LocalStore;
 use crate::engine::store::drover_db::{DroverDb, DurationHistory};
-use crate::engine::store::import::SourceStore;
-use crate::engine::store::{EnvOverrides, LocalStore, StoreConfig};
 use crate::sandbox::Supervisors;
 
 #[derive(Debug, Args)]
@@ -126,75 +126,6 @@ impl BuildArgs {
 
 fn settings_error(e: crate::engine::settings::SettingsError) -> AppError {
     AppError::Usage(e.to_string())
-}
-
-/// A target as given: what to realise, and which outputs the out-links name.
-struct Wanted {
-    target: Target,
-    /// The derivation and its wanted outputs (empty: all), for out-links.
-    drv: Option<(StorePath, Vec<String>)>,
-}
-
-/// Splits `path^out,dev` into the path and the selected outputs (`*` or none: all).
-fn split_outputs(arg: &str) -> (&str, Vec<String>) {
-    match arg.split_once('^') {
-        None => (arg, Vec::new()),
-        Some((path, "*")) => (path, Vec::new()),
-        Some((path, outs)) => (
-            path,
-            outs.split(',')
-                .filter(|o| !o.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        ),
-    }
-}
-
-/// Resolves one target, importing a `.drv` (and its closure) from the real `/nix/store` when
-/// this store lacks it and shares that store dir.
-fn resolve(store: &LocalStore, arg: &str) -> Result<Wanted, AppError> {
-    let (path, outputs) = split_outputs(arg);
-    let p = follow_links_to_store_path(store, path)?;
-    if !p.is_derivation() {
-        if !outputs.is_empty() {
-            return Err(AppError::Usage(format!(
-                "'{}' is not a derivation, so it has no outputs to select",
-                store.print(&p)
-            )));
-        }
-        return Ok(Wanted {
-            target: Target::Path(p),
-            drv: None,
-        });
-    }
-    if !store.is_valid(&p)? {
-        let env = EnvOverrides::from_env();
-        let real = StoreConfig::parse(Some("local"), &env)?;
-        let printed = store.print(&p);
-        if real.store_dir != *store.store_dir() || !real.real_store_dir.join(p.base_name()).exists()
-        {
-            return Err(AppError::Usage(format!(
-                "derivation '{printed}' is not valid in the store"
-            )));
-        }
-        store.import_derivation_closure(&SourceStore::open(real), std::slice::from_ref(&p))?;
-    }
-    let known = store.derivation_output_paths(&p)?;
-    for o in &outputs {
-        if !known.contains_key(o) {
-            return Err(AppError::Usage(format!(
-                "derivation '{}' does not have output '{o}'",
-                store.print(&p)
-            )));
-        }
-    }
-    Ok(Wanted {
-        target: Target::Derivation {
-            drv: p.clone(),
-            outputs: outputs.clone(),
-        },
-        drv: Some((p, outputs)),
-    })
 }
 
 /// nix-build's out-link names: `<prefix>` for the first derivation's `out`,
@@ -394,37 +325,6 @@ impl Interrupts {
     }
 }
 
-/// Says what will be built, as nix-build does before it starts.
-fn print_missing(store: &LocalStore, wanted: &[Wanted]) -> Result<(), AppError> {
-    let mut drvs = Vec::new();
-    let mut paths = Vec::new();
-    for w in wanted {
-        match &w.target {
-            Target::Derivation { drv, outputs } => drvs.push((drv.clone(), outputs.clone())),
-            Target::Path(p) => paths.push(p.clone()),
-        }
-    }
-    let missing = store.query_missing(&drvs, &paths)?;
-    let mut text = String::new();
-    match missing.will_build.len() {
-        0 => {}
-        1 => text.push_str("this derivation will be built:\n"),
-        n => text.push_str(&format!("these {n} derivations will be built:\n")),
-    }
-    for d in store.sort_for_printing(&missing.will_build)? {
-        text.push_str(&format!("  {}\n", store.print(&d)));
-    }
-    if !missing.unknown.is_empty() {
-        text.push_str("don't know how to build these paths:\n");
-        for p in &missing.unknown {
-            text.push_str(&format!("  {}\n", store.print(p)));
-        }
-    }
-    std::io::stderr()
-        .write_all(text.as_bytes())
-        .map_err(|e| AppError::io("writing to", Path::new("standard error"), e))
-}
-
 /// Prints the built outputs and creates their out-links.
 fn finish_outputs(store: &LocalStore, args: &BuildArgs, wanted: &[Wanted]) -> Result<(), AppError> {
     let mut lines = Vec::new();
@@ -470,15 +370,5 @@ mod tests {
         assert_eq!(out_link_name(p, 0, "man"), Path::new("result-man"));
         assert_eq!(out_link_name(p, 1, "out"), Path::new("result-2"));
         assert_eq!(out_link_name(p, 2, "dev"), Path::new("result-3-dev"));
-    }
-
-    #[test]
-    fn output_selections() {
-        assert_eq!(split_outputs("/s/x.drv"), ("/s/x.drv", vec![]));
-        assert_eq!(split_outputs("/s/x.drv^*"), ("/s/x.drv", vec![]));
-        assert_eq!(
-            split_outputs("/s/x.drv^out,dev"),
-            ("/s/x.drv", vec!["out".to_owned(), "dev".to_owned()])
-        );
     }
 }

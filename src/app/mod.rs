@@ -9,6 +9,7 @@ pub mod error;
 pub mod instantiate;
 pub mod json;
 pub mod live;
+pub mod missing;
 pub mod monitor;
 pub mod nix_json;
 pub mod output;
@@ -18,6 +19,7 @@ pub mod record;
 pub mod replay;
 pub mod simulate;
 pub mod stored_logs;
+pub mod targets;
 pub mod tui;
 
 pub use error::AppError;
