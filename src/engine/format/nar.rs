@@ -18,14 +18,14 @@
 //! fault; contents are streamed, never allocated from an untrusted length. [`restore`] unpacks
 //! a NAR into a new path; [`validate`] checks, hashes and measures a stream.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Condvar, Mutex};
 use std::thread;
 
 use thiserror::Error;
@@ -147,11 +147,14 @@ pub fn dump_path<W: Write + ?Sized>(path: &Path, out: &mut W) -> Result<u64, Nar
 
 /// Objects smaller than this are not worth a second thread.
 const PARALLEL_MIN: u64 = 1 << 20;
-/// Buffers in flight between the dumping and the writing thread, and their size: large
-/// enough that the threads rarely wake each other, small enough to stay in the caches (on
-/// the benchmark tree 4 x 256 KiB beat 4 x 128 KiB, 8 x 128 KiB and 4 x 1 MiB).
-const IN_FLIGHT: usize = 4;
+/// Buffers shared by the dumping and the writing thread, and their size: small enough to stay
+/// in the caches, enough of them that the dumper can run ahead of a slow writer and catch up
+/// after a stretch of small files.
+const IN_FLIGHT: usize = 8;
 const PIPE_BUF_SIZE: usize = 256 << 10;
+/// A sleeping thread is woken once this many buffers are ready for it, not for each one: on a
+/// virtual machine a wake-up costs as much as hashing tens of kilobytes.
+const WAKE_BATCH: usize = IN_FLIGHT / 2;
 
 /// Like [`dump_path`], but `out` is written on a second thread while this one reads the
 /// files, so that reading and (for a hasher) hashing overlap.
@@ -163,23 +166,14 @@ pub fn dump_path_parallel<W: Write + Send + ?Sized>(
     if small {
         return dump_path(path, out);
     }
+    let handover = Handover::default();
     thread::scope(|scope| {
-        let (full_tx, full_rx) = mpsc::sync_channel::<(Box<[u8]>, usize)>(IN_FLIGHT);
-        let (empty_tx, empty_rx) = mpsc::sync_channel::<Box<[u8]>>(IN_FLIGHT);
-        let writer = scope.spawn(move || -> io::Result<()> {
-            for (buf, len) in full_rx {
-                out.write_all(&buf[..len])?;
-                // Once the dumper is done it takes no buffers back; that is fine.
-                let _ = empty_tx.send(buf);
-            }
-            out.flush()
-        });
+        let writer = scope.spawn(|| handover.write_all_to(out));
         let sink = PipeSink {
-            full: full_tx,
-            empty: empty_rx,
+            handover: &handover,
             spare: IN_FLIGHT - 1,
         };
-        // Running the dumper drops the sink, which ends the writer's loop.
+        // Running the dumper drops the sink, which tells the writer that no more is coming.
         let dumped = Dumper::new(sink, PIPE_BUF_SIZE).run(path);
         match writer.join() {
             Err(panic) => std::panic::resume_unwind(panic),
@@ -264,37 +258,124 @@ impl<W: Write + ?Sized> ChunkSink for WriteSink<'_, W> {
     }
 }
 
-/// Hands each buffer to a writer thread and takes back an emptied one.
-struct PipeSink {
-    full: mpsc::SyncSender<(Box<[u8]>, usize)>,
-    empty: mpsc::Receiver<Box<[u8]>>,
+/// The buffers between a [`PipeSink`] (the dumping thread) and the writing thread.
+#[derive(Default)]
+struct Handover {
+    state: Mutex<HandoverState>,
+    /// Wakes the writer: buffers to write, or the end.
+    filled: Condvar,
+    /// Wakes the dumper: emptied buffers, or the writer's failure.
+    emptied: Condvar,
+}
+
+#[derive(Default)]
+struct HandoverState {
+    full: VecDeque<(Box<[u8]>, usize)>,
+    empty: Vec<Box<[u8]>>,
+    /// The dumper has handed over its last buffer (or failed).
+    done: bool,
+    /// The writer failed and takes no more buffers.
+    writer_failed: bool,
+    writer_asleep: bool,
+    dumper_asleep: bool,
+}
+
+impl Handover {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HandoverState> {
+        // Neither side panics while holding the lock, so a poisoned lock still holds a
+        // consistent state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The writing thread: writes the buffers in order until the dumper is done.
+    fn write_all_to<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<()> {
+        loop {
+            let (buf, len) = {
+                let mut state = self.lock();
+                loop {
+                    if let Some(next) = state.full.pop_front() {
+                        break next;
+                    }
+                    if state.done {
+                        drop(state);
+                        return out.flush();
+                    }
+                    state.writer_asleep = true;
+                    state = self.filled.wait(state).unwrap_or_else(|e| e.into_inner());
+                    state.writer_asleep = false;
+                }
+            };
+            let written = out.write_all(&buf[..len]);
+            let mut state = self.lock();
+            if written.is_err() {
+                state.writer_failed = true;
+                self.emptied.notify_one();
+                return written;
+            }
+            state.empty.push(buf);
+            if state.dumper_asleep && state.empty.len() >= WAKE_BATCH {
+                self.emptied.notify_one();
+            }
+        }
+    }
+}
+
+/// Hands each buffer to the writing thread and takes back an emptied one.
+struct PipeSink<'a> {
+    handover: &'a Handover,
     /// Buffers still to be allocated before waiting for emptied ones.
     spare: usize,
 }
 
-impl PipeSink {
-    fn writer_gone() -> NarError {
-        NarError::Write(io::Error::new(
-            io::ErrorKind::BrokenPipe,
-            "the writer thread stopped",
-        ))
-    }
+fn writer_gone() -> NarError {
+    NarError::Write(io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the writer thread stopped",
+    ))
 }
 
-impl ChunkSink for PipeSink {
+impl ChunkSink for PipeSink<'_> {
     fn consume(&mut self, buf: Box<[u8]>, len: usize) -> Result<Box<[u8]>, NarError> {
-        self.full
-            .send((buf, len))
-            .map_err(|_| Self::writer_gone())?;
+        let handover = self.handover;
+        let mut state = handover.lock();
+        if state.writer_failed {
+            return Err(writer_gone());
+        }
+        state.full.push_back((buf, len));
+        if state.writer_asleep && state.full.len() >= WAKE_BATCH {
+            handover.filled.notify_one();
+        }
         if self.spare > 0 {
             self.spare -= 1;
+            drop(state);
             return Ok(vec![0u8; PIPE_BUF_SIZE].into_boxed_slice());
         }
-        self.empty.recv().map_err(|_| Self::writer_gone())
+        loop {
+            if state.writer_failed {
+                return Err(writer_gone());
+            }
+            if let Some(buf) = state.empty.pop() {
+                return Ok(buf);
+            }
+            state.dumper_asleep = true;
+            state = handover
+                .emptied
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+            state.dumper_asleep = false;
+        }
     }
 
     fn finish(&mut self) -> Result<(), NarError> {
         Ok(())
+    }
+}
+
+impl Drop for PipeSink<'_> {
+    /// The end of the stream, after the last buffer or a failure.
+    fn drop(&mut self) {
+        self.handover.lock().done = true;
+        self.handover.filled.notify_one();
     }
 }
 

@@ -580,6 +580,118 @@ fn dump_errors_name_the_path() {
     );
 }
 
+/// A tree several times larger than the buffers between the dumping and the writing thread:
+/// big files, then a stretch of small ones, so each side has to wait for the other.
+fn large_tree() -> NarNode {
+    let big = (0..12u8).map(|i| {
+        let contents: Vec<u8> = (0..PIPE_BUF_SIZE + 1000 * usize::from(i))
+            .map(|n| (n % 251) as u8 ^ i)
+            .collect();
+        (format!("big{i:02}").into_bytes(), NarNode::file(contents))
+    });
+    let small = (0..400u32).map(|i| {
+        let node = if i % 7 == 0 {
+            NarNode::executable(vec![i as u8; (i as usize * 37) % 5000])
+        } else {
+            NarNode::file(vec![(i % 256) as u8; (i as usize * 131) % 9000])
+        };
+        (format!("small{i:03}").into_bytes(), node)
+    });
+    NarNode::directory(big.chain(small))
+}
+
+/// A writer that takes a few bytes per call and pauses now and then, so the dumper runs ahead
+/// and has to wait for emptied buffers.
+struct SlowWriter {
+    out: Vec<u8>,
+    calls: u64,
+}
+
+impl Write for SlowWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.calls += 1;
+        if self.calls % 64 == 0 {
+            thread::yield_now();
+        }
+        let n = buf.len().min(4096);
+        self.out.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A writer that fails after `left` bytes.
+struct FailingWriter {
+    left: usize,
+}
+
+impl Write for FailingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Err(io::Error::other("disk full"));
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_parallel_dump_writes_the_same_bytes_with_fast_and_slow_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = large_tree();
+    let root = dir.path().join("root");
+    tree.restore_to(&root).unwrap();
+    let expected = tree.to_nar();
+    assert!(expected.len() > 3 * IN_FLIGHT * PIPE_BUF_SIZE / 2);
+    let mut fast = Vec::new();
+    assert_eq!(
+        dump_path_parallel(&root, &mut fast).unwrap(),
+        expected.len() as u64
+    );
+    assert!(fast == expected, "the fast writer's NAR differs");
+    let mut slow = SlowWriter {
+        out: Vec::new(),
+        calls: 0,
+    };
+    assert_eq!(
+        dump_path_parallel(&root, &mut slow).unwrap(),
+        expected.len() as u64
+    );
+    assert!(slow.out == expected, "the slow writer's NAR differs");
+    assert_eq!(
+        hash_path(&root, HashAlgo::Sha256).unwrap(),
+        tree.nar_hash(HashAlgo::Sha256)
+    );
+}
+
+#[test]
+fn the_parallel_dump_stops_at_a_failing_writer_or_a_failing_walk() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    large_tree().restore_to(&root).unwrap();
+    for left in [0, 1, PIPE_BUF_SIZE, 5 * PIPE_BUF_SIZE + 3] {
+        match dump_path_parallel(&root, &mut FailingWriter { left }) {
+            Err(NarError::Write(e)) => assert_eq!(e.to_string(), "disk full"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A socket sorts after the big files: the walk fails once the writer is busy.
+    let socket = root.join("sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    match dump_path_parallel(&root, &mut io::sink()) {
+        Err(NarError::UnsupportedType(path)) => assert_eq!(path, socket),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn hash_flat_hashes_contents() {
     let dir = tempfile::tempdir().unwrap();
