@@ -610,7 +610,7 @@ struct SlowWriter {
 impl Write for SlowWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.calls += 1;
-        if self.calls % 64 == 0 {
+        if self.calls.is_multiple_of(64) {
             thread::yield_now();
         }
         let n = buf.len().min(4096);
