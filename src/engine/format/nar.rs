@@ -22,12 +22,17 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::thread;
 
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat, readlinkat};
+use nix::sys::stat::{Mode, SFlag, fstatat};
 use thiserror::Error;
 
 use super::hash::{Hash, HashAlgo, Hasher};
@@ -228,8 +233,10 @@ impl<A: Write, B: Write> Write for Tee<A, B> {
     }
 }
 
-/// The sorted names of one directory being dumped, kept in one allocation.
+/// One directory being dumped: its open handle, which its entries are opened relative to,
+/// and its sorted names, kept in one allocation.
 struct DirLevel {
+    dir: Dir,
     names: Vec<u8>,
     ranges: Vec<(usize, usize)>,
     next: usize,
@@ -441,8 +448,7 @@ impl<S: ChunkSink> Dumper<S> {
     }
 
     /// Copies exactly `size` bytes of `file` (its size when it was examined) into the stream.
-    fn put_contents(&mut self, path: &Path, size: u64) -> Result<(), NarError> {
-        let mut file = File::open(path).map_err(NarError::io("opening file", path))?;
+    fn put_contents(&mut self, mut file: File, path: &Path, size: u64) -> Result<(), NarError> {
         self.put(&size.to_le_bytes())?;
         let mut left = size;
         while left > 0 {
@@ -470,12 +476,16 @@ impl<S: ChunkSink> Dumper<S> {
         self.put(&ZEROS[..padding_len(size)])
     }
 
-    /// Dumps the tree at `root`, depth first, without recursion.
+    /// Dumps the tree at `root`, depth first, without recursion. Entries are examined and
+    /// opened relative to their directory's handle: no path is looked up twice, and a
+    /// directory renamed or replaced during the walk cannot send it elsewhere.
     fn tree(&mut self, root: &Path) -> Result<(), NarError> {
+        // The full path of the current node, for error messages.
         let mut path = root.as_os_str().as_bytes().to_vec();
         let mut stack: Vec<DirLevel> = Vec::new();
+        let mut next = self.node(AT_FDCWD, root.as_os_str().as_bytes(), &path)?;
         loop {
-            match self.node(&path)? {
+            match next {
                 Some(level) => stack.push(level),
                 // A leaf inside a directory: close its entry.
                 None if !stack.is_empty() => self.put_str(b")")?,
@@ -491,7 +501,6 @@ impl<S: ChunkSink> Dumper<S> {
                     path.truncate(top.path_len);
                     path.push(b'/');
                     path.extend_from_slice(&top.names[start..end]);
-                    self.put_strs(&[b"entry", b"(", b"name", &top.names[start..end], b"node"])?;
                     break;
                 }
                 self.put_str(b")")?;
@@ -501,54 +510,75 @@ impl<S: ChunkSink> Dumper<S> {
                 }
                 self.put_str(b")")?;
             }
+            let top = stack.last().expect("an entry was just taken from it");
+            let name = &top.names[top.ranges[top.next - 1].0..top.ranges[top.next - 1].1];
+            let dir = top.dir.as_fd();
+            self.put_strs(&[b"entry", b"(", b"name", name, b"node"])?;
+            next = self.node(dir, name, &path)?;
         }
     }
 
-    /// Writes the node at `path`; for a directory only its opening, returning its entries.
-    fn node(&mut self, path_bytes: &[u8]) -> Result<Option<DirLevel>, NarError> {
+    /// Writes the node `name` in `dir` (whose full path is `path_bytes`); for a directory
+    /// only its opening, returning its entries.
+    fn node(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        path_bytes: &[u8],
+    ) -> Result<Option<DirLevel>, NarError> {
         let path = bytes_path(path_bytes);
-        let meta = fs::symlink_metadata(path).map_err(NarError::io("getting status of", path))?;
-        let file_type = meta.file_type();
-        if file_type.is_file() {
-            if meta.mode() & 0o100 != 0 {
-                self.put_strs(&[b"(", b"type", b"regular", b"executable", b"", b"contents"])?;
-            } else {
-                self.put_strs(&[b"(", b"type", b"regular", b"contents"])?;
+        let errno = |action| move |e: Errno| NarError::io(action, path)(io::Error::from(e));
+        let stat =
+            fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno("getting status of"))?;
+        match SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFREG => {
+                // Not following a symlink, not waiting for a writer should the file have been
+                // replaced by a fifo since it was examined.
+                let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+                let file = openat(dir, name, flags | OFlag::O_CLOEXEC, Mode::empty())
+                    .map_err(errno("opening file"))?;
+                if stat.st_mode & 0o100 != 0 {
+                    self.put_strs(&[b"(", b"type", b"regular", b"executable", b"", b"contents"])?;
+                } else {
+                    self.put_strs(&[b"(", b"type", b"regular", b"contents"])?;
+                }
+                self.put_contents(File::from(file), path, stat.st_size as u64)?;
+                self.put_str(b")")?;
+                Ok(None)
             }
-            self.put_contents(path, meta.len())?;
-            self.put_str(b")")?;
-            Ok(None)
-        } else if file_type.is_symlink() {
-            let target =
-                fs::read_link(path).map_err(NarError::io("reading symbolic link", path))?;
-            self.put_strs(&[b"(", b"type", b"symlink", b"target"])?;
-            self.put_str(target.as_os_str().as_bytes())?;
-            self.put_str(b")")?;
-            Ok(None)
-        } else if file_type.is_dir() {
-            let mut level = DirLevel {
-                names: Vec::new(),
-                ranges: Vec::new(),
-                next: 0,
-                path_len: path_bytes.len(),
-            };
-            let entries = fs::read_dir(path).map_err(NarError::io("opening directory", path))?;
-            for entry in entries {
-                let entry = entry.map_err(NarError::io("reading directory", path))?;
-                let start = level.names.len();
-                level
-                    .names
-                    .extend_from_slice(entry.file_name().as_os_str().as_bytes());
-                level.ranges.push((start, level.names.len()));
+            SFlag::S_IFLNK => {
+                let target = readlinkat(dir, name).map_err(errno("reading symbolic link"))?;
+                self.put_strs(&[b"(", b"type", b"symlink", b"target"])?;
+                self.put_str(target.as_bytes())?;
+                self.put_str(b")")?;
+                Ok(None)
             }
-            let names = &level.names;
-            level
-                .ranges
-                .sort_unstable_by(|&(a, b), &(c, d)| names[a..b].cmp(&names[c..d]));
-            self.put_strs(&[b"(", b"type", b"directory"])?;
-            Ok(Some(level))
-        } else {
-            Err(NarError::UnsupportedType(path.to_owned()))
+            SFlag::S_IFDIR => {
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+                let mut handle = Dir::openat(dir, name, flags | OFlag::O_CLOEXEC, Mode::empty())
+                    .map_err(errno("opening directory"))?;
+                let mut names = Vec::new();
+                let mut ranges = Vec::new();
+                for entry in handle.iter() {
+                    let entry = entry.map_err(errno("reading directory"))?;
+                    let name = entry.file_name().to_bytes();
+                    if name != b"." && name != b".." {
+                        let start = names.len();
+                        names.extend_from_slice(name);
+                        ranges.push((start, names.len()));
+                    }
+                }
+                ranges.sort_unstable_by(|&(a, b), &(c, d)| names[a..b].cmp(&names[c..d]));
+                self.put_strs(&[b"(", b"type", b"directory"])?;
+                Ok(Some(DirLevel {
+                    dir: handle,
+                    names,
+                    ranges,
+                    next: 0,
+                    path_len: path_bytes.len(),
+                }))
+            }
+            _ => Err(NarError::UnsupportedType(path.to_owned())),
         }
     }
 }
