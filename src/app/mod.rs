@@ -21,5 +21,6 @@ pub mod simulate;
 pub mod stored_logs;
 pub mod targets;
 pub mod tui;
+pub mod watch;
 
 pub use error::AppError;
