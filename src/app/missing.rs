@@ -12,7 +12,7 @@
 //! the outputs it takes from them. Lookups check no signatures (Nix checks them when it
 //! substitutes).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -126,7 +126,8 @@ pub struct Missing {
     pub verdicts: BTreeMap<StorePath, Verdict>,
     /// What the substituters said of the paths to fetch.
     pub substitutes: BTreeMap<StorePath, Substitutable>,
-    /// Every lookup made, in order: the path and the substituter asked.
+    /// Every path looked up, in order, with the substituter asked (each once: as Nix's, the
+    /// answers are kept for the run).
     pub lookups: Vec<(StorePath, String)>,
 }
 
@@ -145,6 +146,7 @@ pub fn query_missing(
 ) -> Result<Missing, AppError> {
     let mut missing = Missing::default();
     let mut done = BTreeSet::new();
+    let mut seen = HashSet::new();
     let mut queue: Vec<Request> = wanted
         .iter()
         .rev()
@@ -162,7 +164,7 @@ pub fn query_missing(
                 if store.is_valid(&path)? {
                     continue;
                 }
-                match substitutable(source, &path, &mut missing.lookups)? {
+                match substitutable(source, &path, &mut missing.lookups, &mut seen)? {
                     None => {
                         missing.unknown.insert(path);
                     }
@@ -209,7 +211,7 @@ pub fn query_missing(
                     let mut found = Vec::new();
                     let mut lacking = None;
                     for (name, path) in &invalid {
-                        match substitutable(source, path, &mut missing.lookups)? {
+                        match substitutable(source, path, &mut missing.lookups, &mut seen)? {
                             Some(info) => found.push((path.clone(), info)),
                             None => {
                                 lacking = Some(name.clone());
@@ -232,17 +234,17 @@ pub fn query_missing(
                 if let Decision::Build(_) = decision {
                     missing.will_build.insert(drv_path.clone());
                     for (input, names) in drv.input_drvs.iter().rev() {
-                        queue.push(Request::Built(input.clone(), names.iter().cloned().collect()));
+                        queue.push(Request::Built(
+                            input.clone(),
+                            names.iter().cloned().collect(),
+                        ));
                     }
                 }
-                missing
-                    .verdicts
-                    .entry(drv_path)
-                    .or_insert(Verdict {
-                        wanted: outputs,
-                        invalid,
-                        decision,
-                    });
+                missing.verdicts.entry(drv_path).or_insert(Verdict {
+                    wanted: outputs,
+                    invalid,
+                    decision,
+                });
             }
         }
     }
@@ -255,12 +257,16 @@ fn substitutable(
     source: &SubstituteSource,
     path: &StorePath,
     lookups: &mut Vec<(StorePath, String)>,
+    seen: &mut HashSet<(StorePath, String)>,
 ) -> Result<Option<Substitutable>, AppError> {
     let Some(subs) = &source.substituters else {
         return Ok(None);
     };
     for sub in 0..subs.len() {
-        lookups.push((path.clone(), subs.uris()[sub].clone()));
+        let asked = (path.clone(), subs.uris()[sub].clone());
+        if seen.insert(asked.clone()) {
+            lookups.push(asked);
+        }
         match subs.narinfo(path, sub) {
             Ok(Some(info)) => {
                 return Ok(Some(Substitutable {
