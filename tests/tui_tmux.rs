@@ -362,13 +362,13 @@ fn a_piped_nix_stream_shows_in_the_tui_and_keys_come_from_the_terminal() {
         dir.path(),
         &format!("cat {} | {} monitor", sample.display(), bin.display()),
     );
+    // The footer is drawn last: once it shows, the whole frame does.
     let screen = tmux.wait_for("the monitored run to end", |s| {
-        s.contains("drover monitor") && s.contains("exit 102")
+        s.contains("drover monitor")
+            && s.contains("exit 102")
+            && s.contains("read-only: watching a Nix build")
+            && graph_line(s, "fod-bad").is_some_and(|l| l.contains("output rejected"))
     });
-    assert!(
-        screen.contains("read-only: watching a Nix build"),
-        "{screen}"
-    );
     assert!(
         graph_line(&screen, "fod-bad").is_some_and(|l| l.contains("output rejected")),
         "{screen}"
@@ -409,7 +409,8 @@ fn leaving_a_live_monitor_asks_nothing() {
         let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
         std::io::Write::write_all(&mut writer, head.as_bytes()).unwrap();
         let screen = tmux.wait_for("builds running", |s| {
-            graph_line(s, "n1").is_some_and(|l| l.contains("⏵")) && s.contains("READ-ONLY")
+            graph_line(s, "n1").is_some_and(|l| l.contains("⏵"))
+                && s.contains("read-only: watching a Nix build")
         });
         assert!(screen.contains("ETA"), "still running:\n{screen}");
         tmux.keys(&["c"]);
@@ -471,11 +472,14 @@ in sh "echo top > $out" "mon-top" [ b c ]
         bin.display()
     );
     let tmux = start_shell(dir.path(), &line);
-    let screen = tmux.wait_for("the build to end", |s| s.contains("exit 100"));
-    assert!(
-        screen.contains("read-only: watching a Nix build"),
-        "{screen}"
-    );
+    // The footer is drawn last: once it shows, the whole frame does.
+    let screen = tmux.wait_for("the build to end", |s| {
+        s.contains("exit 100")
+            && s.contains("read-only: watching a Nix build")
+            && graph_line(s, "mon-top").is_some_and(|l| l.contains("dependency failed"))
+            && graph_line(s, "mon-a").is_some_and(|l| l.contains("built"))
+            && graph_line(s, "mon-b").is_some_and(|l| l.contains("exit 1"))
+    });
     let row = |name: &str| graph_line(&screen, name).unwrap_or_else(|| panic!("{name}:\n{screen}"));
     assert!(row("mon-b").contains("exit 1"), "{screen}");
     assert!(row("mon-a").contains("built"), "{screen}");
@@ -491,4 +495,40 @@ in sh "echo top > $out" "mon-top" [ b c ]
     );
     tmux.keys(&["q"]);
     assert_eq!(exit_status(&tmux, dir.path()), 100, "{}", tmux.screen());
+}
+
+/// `drover replay` of a recorded simulation plays in the read-only TUI at the recorded pace
+/// (here 50 times faster) and leaves with the recorded exit status.
+#[test]
+fn a_recording_replays_in_the_tui() {
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("run.jsonl");
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, PLAN).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_drover"));
+    let recorded = Command::new(bin)
+        .args(["simulate", "--log-format", "plain", "-j", "2", "--plan"])
+        .arg(&plan)
+        .arg("--record")
+        .arg(&rec)
+        .output()
+        .unwrap();
+    assert_eq!(recorded.status.code(), Some(0));
+    let tmux = start_drover(dir.path(), &format!("replay --speed 50 {}", rec.display()));
+    // The footer is drawn last: once it shows, the whole frame does.
+    tmux.wait_for("slow-2.0 building in the replay", |s| {
+        s.contains("drover replay")
+            && graph_line(s, "slow-2.0").is_some_and(|l| l.contains("⏵"))
+            && s.contains("read-only: watching a recording")
+    });
+    tmux.keys(&["r"]);
+    tmux.wait_for("the retry key's answer", |s| {
+        s.contains("retry is unavailable: read-only, watching a recording")
+    });
+    tmux.wait_for("the replay to end", |s| s.contains("exit 0 (success)"));
+    tmux.keys(&["q"]);
+    assert_eq!(exit_status(&tmux, dir.path()), 0, "{}", tmux.screen());
 }

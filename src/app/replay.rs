@@ -43,7 +43,7 @@ pub fn replay(args: &ReplayArgs) -> Result<u8, AppError> {
     if format == LogFormat::Tui {
         let speed = args.speed.unwrap_or(1.0);
         let mut options = TuiOptions::new("drover replay", 0, false);
-        options.read_only = Some("a recording".into());
+        options.read_only = Some("watching a recording".into());
         options.clock_rate = Some(speed);
         let events = move || recording.map(|e| e.map_err(AppError::from));
         return watch::show_in_tui(events, Pace::Recorded { speed }, options);
