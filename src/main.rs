@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use drover::app::cli::{Cli, Command};
-use drover::app::{build, copy, demo, instantiate, monitor, plumbing, replay, simulate};
+use drover::app::{build, copy, demo, instantiate, monitor, plumbing, replay, show, simulate, why};
 use drover::sandbox::helper::HELPER_ARG;
 
 /// The scheduler allocates many small, short-lived objects; mimalloc serves them faster.
@@ -52,6 +52,14 @@ fn run(command: &Command) -> anyhow::Result<u8> {
         }
         Command::Copy(args) => {
             copy::copy(args)?;
+            Ok(0)
+        }
+        Command::Show(args) => {
+            show::show(args)?;
+            Ok(0)
+        }
+        Command::Why(args) => {
+            why::why(args)?;
             Ok(0)
         }
         _ => unreachable!("plumbing::run handles every other command"),

@@ -291,3 +291,85 @@ fn snapshot_search_and_filter() {
     s.key(KeyCode::Char('f'));
     insta::assert_snapshot!("filter_failed", s.draw(WIDTH, HEIGHT));
 }
+
+/// The screen of a monitored Nix build (the real Nix 2.8 sample, parsed as `drover monitor`
+/// parses it, 10ms a line) after its first `lines` lines (and its end, if they are all):
+/// read-only.
+fn monitor_screen(lines: usize) -> (Ui, Time) {
+    let text = std::fs::read_to_string("tests/fixtures/internal-json/internal-json.log").unwrap();
+    let mut parser = drover::app::nix_json::NixJsonParser::new(None);
+    let mut events = Vec::new();
+    let mut now = Time::ZERO;
+    let all = text.lines().count();
+    for line in text.lines().take(lines) {
+        now = now.plus_millis(10);
+        parser.line(line, now, &mut events).unwrap();
+    }
+    if lines >= all {
+        parser.finish(now, &mut events);
+    }
+    let mut options = TuiOptions::new("drover monitor", 0, false);
+    options.read_only = Some("watching a Nix build".into());
+    options.color = false;
+    let mut ui = tui::new_ui(&options);
+    ui.view.apply_all(&events);
+    (ui, now)
+}
+
+fn draw_ui(ui: &mut Ui, now: Time) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(WIDTH, HEIGHT)).unwrap();
+    terminal.draw(|f| tui::render(ui, now, f)).unwrap();
+    redact(&terminal.backend().to_string())
+}
+
+#[test]
+fn snapshot_read_only_monitor_says_command_keys_are_unavailable() {
+    // The stream without its end: the parser ends the run at the end of what it read.
+    let (mut ui, now) = monitor_screen(usize::MAX);
+    let frame = draw_ui(&mut ui, now);
+    assert!(frame.contains("read-only: watching a Nix build"), "{frame}");
+    assert!(
+        frame.contains("fod-bad") && frame.contains("exit 102"),
+        "{frame}"
+    );
+    insta::assert_snapshot!("read_only_monitor_done", frame);
+
+    let press = |ui: &mut Ui, c: char| {
+        let m = if c.is_ascii_uppercase() {
+            KeyModifiers::SHIFT
+        } else {
+            KeyModifiers::NONE
+        };
+        ui.on_key(&KeyEvent::new(KeyCode::Char(c), m))
+    };
+    let (mut ui, now) = monitor_screen(150);
+    assert!(ui.view.is_running(), "half the stream: builds are running");
+    for (key, what) in [
+        ('c', "cancel"),
+        ('C', "cancel all"),
+        ('r', "retry"),
+        ('k', "keep-going"),
+        ('+', "changing max-jobs"),
+        ('-', "changing max-jobs"),
+        ('d', "drain"),
+        ('p', "pause"),
+    ] {
+        assert!(press(&mut ui, key).is_empty(), "{key} sends nothing");
+        assert_eq!(ui.confirm, None, "{key} asks nothing");
+        assert_eq!(
+            ui.notice.as_deref(),
+            Some(format!("{what} is unavailable: read-only, watching a Nix build").as_str()),
+            "{key}"
+        );
+    }
+    press(&mut ui, 'c');
+    let frame = draw_ui(&mut ui, now);
+    insta::assert_snapshot!("read_only_monitor_running", frame);
+    // Looking around still works; q leaves at once: leaving stops nothing.
+    assert!(press(&mut ui, 'j').is_empty());
+    assert!(press(&mut ui, 'q').is_empty());
+    assert!(
+        ui.should_exit(),
+        "no question: nothing here runs the builds"
+    );
+}

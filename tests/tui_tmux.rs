@@ -4,6 +4,8 @@
 //!
 //! Without tmux the test is skipped (loudly), except under `CI=true`, where it fails.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -122,13 +124,16 @@ fn start() -> (Tmux, tempfile::TempDir) {
 /// to `DIR/status`. `args` must not contain `'`.
 fn start_drover(dir: &Path, args: &str) -> Tmux {
     let bin = Path::new(env!("CARGO_BIN_EXE_drover"));
+    start_shell(dir, &format!("{} {args}", bin.display()))
+}
+
+/// The shell command line `line` (which runs drover, perhaps in a pipeline) in a new 100x30
+/// session whose pane stays when it exits; its exit status goes to `DIR/status`. `line` must
+/// not contain `'`.
+fn start_shell(dir: &Path, line: &str) -> Tmux {
     // A shell runs drover and writes down how it ended (tmux's own record of a dead pane's
     // status can come late).
-    let command = format!(
-        "sh -c '{} {args}; echo $? > {}'",
-        bin.display(),
-        dir.join("status").display()
-    );
+    let command = format!("sh -c '{line}; echo $? > {}'", dir.join("status").display());
     let tmux = Tmux::new();
     tmux.run(&[
         "-f",
@@ -339,4 +344,191 @@ args = ["sh", "-c", "echo waiting for the gate; while [ ! -e {go} ]; do sleep 0.
         .unwrap_or_else(|| panic!("no output path printed:\n{screen}"));
     let real = s.join("store").join(path.rsplit('/').next().unwrap());
     assert_eq!(std::fs::read_to_string(real).unwrap(), "open\n");
+}
+
+/// `cat SAMPLE | drover monitor`: the stream is standard input, so the TUI reads its keys
+/// from the terminal (crossterm opens /dev/tty when standard input is not one). A real Nix
+/// 2.8 stream shows read-only; command keys say so; q leaves with Nix's exit status.
+#[test]
+fn a_piped_nix_stream_shows_in_the_tui_and_keys_come_from_the_terminal() {
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/internal-json/internal-json.log");
+    let bin = Path::new(env!("CARGO_BIN_EXE_drover"));
+    let tmux = start_shell(
+        dir.path(),
+        &format!("cat {} | {} monitor", sample.display(), bin.display()),
+    );
+    // The footer is drawn last: once it shows, the whole frame does.
+    let screen = tmux.wait_for("the monitored run to end", |s| {
+        s.contains("drover monitor")
+            && s.contains("exit 102")
+            && s.contains("read-only: watching a Nix build")
+            && graph_line(s, "fod-bad").is_some_and(|l| l.contains("output rejected"))
+    });
+    assert!(
+        graph_line(&screen, "fod-bad").is_some_and(|l| l.contains("output rejected")),
+        "{screen}"
+    );
+    tmux.keys(&["/", "n5", "Enter", "r"]);
+    tmux.wait_for("the retry key's answer", |s| {
+        s.contains("retry is unavailable: read-only, watching a Nix build")
+    });
+    tmux.keys(&["q"]);
+    assert_eq!(exit_status(&tmux, dir.path()), 102, "{}", tmux.screen());
+    assert_eq!(alternate_screen(&tmux), "0");
+}
+
+/// A stream still going (a FIFO this test keeps open): q leaves at once, asking nothing and
+/// stopping nothing (exit 1: the watched run did not end); Ctrl-C too.
+#[test]
+fn leaving_a_live_monitor_asks_nothing() {
+    if !have_tmux() {
+        return;
+    }
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/internal-json/internal-json.log"),
+    )
+    .unwrap();
+    let head: String = text.lines().take(150).map(|l| format!("{l}\n")).collect();
+    for key in ["q", "C-c"] {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stream");
+        let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        let bin = Path::new(env!("CARGO_BIN_EXE_drover"));
+        let tmux = start_shell(
+            dir.path(),
+            &format!("{} monitor < {}", bin.display(), fifo.display()),
+        );
+        // Opening blocks until drover's shell opens the other end.
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut writer, head.as_bytes()).unwrap();
+        let screen = tmux.wait_for("builds running", |s| {
+            graph_line(s, "n1").is_some_and(|l| l.contains("⏵"))
+                && s.contains("read-only: watching a Nix build")
+        });
+        assert!(screen.contains("ETA"), "still running:\n{screen}");
+        tmux.keys(&["c"]);
+        tmux.wait_for("the cancel key's answer", |s| {
+            s.contains("cancel is unavailable: read-only, watching a Nix build")
+        });
+        tmux.keys(&[key]);
+        assert_eq!(
+            exit_status(&tmux, dir.path()),
+            1,
+            "{key}: {}",
+            tmux.screen()
+        );
+        assert_eq!(alternate_screen(&tmux), "0");
+        drop(writer);
+    }
+}
+
+/// A live real Nix build piped into the TUI: `nix-build --log-format internal-json -v 2>&1 |
+/// drover monitor --store ROOT`. The goal graph comes from the `.drv` files in Nix's store
+/// (mon-c under mon-top, mon-a under mon-c), the failure shows, and q leaves with Nix's status.
+#[test]
+fn a_live_nix_build_shows_in_the_tui() {
+    if !have_tmux() || !common::require_nix() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let expr = dir.path().join("t.nix");
+    std::fs::write(
+        &expr,
+        r#"
+let
+  sh = script: name: deps: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/busybox";
+    args = [ "sh" "-c" script ];
+    deps = deps;
+  };
+  a = sh "echo a says hello; echo a > $out" "mon-a" [];
+  b = sh "echo b is about to fail; exit 1" "mon-b" [];
+  c = sh "echo c sees $deps; echo c > $out" "mon-c" [ a ];
+in sh "echo top > $out" "mon-top" [ b c ]
+"#,
+    )
+    .unwrap();
+    let root = dir.path().join("store");
+    let nix: Vec<String> = common::nix_command("nix-build")
+        .get_args()
+        .map(|a| format!("\"{}\"", a.to_str().unwrap()))
+        .collect();
+    let bin = Path::new(env!("CARGO_BIN_EXE_drover"));
+    let root = root.display();
+    let line = format!(
+        "nix-build {} --store {root} --no-out-link --keep-going --log-format internal-json -v {} \
+         2>&1 | {} monitor --store {root}",
+        nix.join(" "),
+        expr.display(),
+        bin.display()
+    );
+    let tmux = start_shell(dir.path(), &line);
+    // The footer is drawn last: once it shows, the whole frame does.
+    let screen = tmux.wait_for("the build to end", |s| {
+        s.contains("exit 100")
+            && s.contains("read-only: watching a Nix build")
+            && graph_line(s, "mon-top").is_some_and(|l| l.contains("dependency failed"))
+            && graph_line(s, "mon-a").is_some_and(|l| l.contains("built"))
+            && graph_line(s, "mon-b").is_some_and(|l| l.contains("exit 1"))
+    });
+    let row = |name: &str| graph_line(&screen, name).unwrap_or_else(|| panic!("{name}:\n{screen}"));
+    assert!(row("mon-b").contains("exit 1"), "{screen}");
+    assert!(row("mon-a").contains("built"), "{screen}");
+    assert!(row("mon-top").contains("dependency failed"), "{screen}");
+    // The tree from the .drv files: mon-a is indented under mon-c, under mon-top.
+    let indent = |name: &str| {
+        let r = row(name);
+        r[..r.find(name).unwrap()].chars().count()
+    };
+    assert!(
+        indent("mon-top") < indent("mon-c") && indent("mon-c") < indent("mon-a"),
+        "{screen}"
+    );
+    tmux.keys(&["q"]);
+    assert_eq!(exit_status(&tmux, dir.path()), 100, "{}", tmux.screen());
+}
+
+/// `drover replay` of a recorded simulation plays in the read-only TUI at the recorded pace
+/// (here 50 times faster) and leaves with the recorded exit status.
+#[test]
+fn a_recording_replays_in_the_tui() {
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("run.jsonl");
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, PLAN).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_drover"));
+    let recorded = Command::new(bin)
+        .args(["simulate", "--log-format", "plain", "-j", "2", "--plan"])
+        .arg(&plan)
+        .arg("--record")
+        .arg(&rec)
+        .output()
+        .unwrap();
+    assert_eq!(recorded.status.code(), Some(0));
+    let tmux = start_drover(dir.path(), &format!("replay --speed 50 {}", rec.display()));
+    // The footer is drawn last: once it shows, the whole frame does.
+    tmux.wait_for("slow-2.0 building in the replay", |s| {
+        s.contains("drover replay")
+            && graph_line(s, "slow-2.0").is_some_and(|l| l.contains("⏵"))
+            && s.contains("read-only: watching a recording")
+    });
+    tmux.keys(&["r"]);
+    tmux.wait_for("the retry key's answer", |s| {
+        s.contains("retry is unavailable: read-only, watching a recording")
+    });
+    tmux.wait_for("the replay to end", |s| s.contains("exit 0 (success)"));
+    tmux.keys(&["q"]);
+    assert_eq!(exit_status(&tmux, dir.path()), 0, "{}", tmux.screen());
 }

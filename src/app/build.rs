@@ -79,6 +79,9 @@ pub struct BuildArgs {
     /// Output format (default: the terminal UI on a terminal, plain lines otherwise).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Only say what would be built and fetched (with download sizes), then stop.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Derivations (`/nix/store/…-x.drv`, optionally `^out,dev`) or store paths.
     #[arg(required = true, value_name = "TARGET")]
     pub targets: Vec<String>,
@@ -196,6 +199,9 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
     }
     for w in &settings.warnings {
         eprintln!("warning: {w}");
+    }
+    if args.dry_run {
+        return crate::app::missing::dry_run(&store, &wanted, &settings, args.log_format);
     }
     print_missing(&store, &wanted)?;
     let supervisors = Supervisors::new(

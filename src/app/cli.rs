@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{build, copy, demo, instantiate, monitor, plumbing, replay, simulate};
+use super::{build, copy, demo, instantiate, monitor, plumbing, replay, show, simulate, why};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,8 +28,13 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Follow a real Nix build: `nix-build --log-format internal-json -v … 2>&1 | drover monitor`.
     Monitor(monitor::MonitorArgs),
-    /// Play a recorded event stream (`--record`) as plain lines or JSON.
+    /// Play a recorded event stream (`--record`) in the terminal UI, as plain lines or JSON.
     Replay(replay::ReplayArgs),
+    /// Show a derivation (as `nix show-derivation`) and whether the store has its outputs.
+    Show(show::ShowArgs),
+    /// Say why realising targets builds what it builds: outputs missing, not substitutable,
+    /// cached failures.
+    Why(why::WhyArgs),
     /// Write the derivations of a plan file into the store and print their paths (like
     /// nix-instantiate).
     Instantiate(instantiate::InstantiateArgs),
@@ -51,7 +56,8 @@ pub enum Command {
     Add(plumbing::store::AddArgs),
     /// Check the store's consistency (like `nix-store --verify`).
     Verify(plumbing::store::VerifyArgs),
-    /// Print the build log of a derivation or output path (like `nix-store --read-log`).
+    /// Print the build log of a derivation (`.drv`, `.drv^out`), an output path or a symlink
+    /// to one (like `nix-store --read-log`).
     Log(plumbing::store::LogArgs),
     /// Copy derivations and their closure from another store (e.g. the real /nix/store where
     /// nix-instantiate wrote them), verifying every path.

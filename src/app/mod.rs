@@ -17,9 +17,12 @@ pub mod plain;
 pub mod plumbing;
 pub mod record;
 pub mod replay;
+pub mod show;
 pub mod simulate;
 pub mod stored_logs;
 pub mod targets;
 pub mod tui;
+pub mod watch;
+pub mod why;
 
 pub use error::AppError;

@@ -4,7 +4,8 @@
 //! [`MonitorEvents`] is the whole idea: an iterator of drover [`Event`]s read from the
 //! stream, the goal graph taken from the `.drv` files the stream names (read from the store
 //! given with `--store`, by default the real `/nix/store`). Any front-end consumes it: the
-//! line outputs here, the TUI (read-only: cancel and retry do not apply to a Nix process).
+//! line outputs here, the TUI (read-only: cancel and retry do not apply to a Nix process;
+//! see `app::watch`).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
@@ -16,7 +17,9 @@ use clap::Args;
 use crate::app::AppError;
 use crate::app::nix_json::{DrvInfo, DrvSource, NixJsonParser};
 use crate::app::output::{LogFormat, StdOutput};
-use crate::app::record::Recorder;
+use crate::app::record::{Recorded, Recorder};
+use crate::app::tui::{self, TuiOptions};
+use crate::app::watch::{self, Pace};
 use crate::engine::api::{Event, EventKind, Level, Time};
 use crate::engine::format::derivation::{Derivation, DerivationOutput};
 use crate::engine::format::{StoreDir, StorePath};
@@ -32,9 +35,9 @@ pub struct MonitorArgs {
     /// store, `local?root=…`); default the real /nix/store.
     #[arg(long, value_name = "STORE")]
     pub store: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
-    pub log_format: LogFormat,
+    /// Output format (default: the TUI when standard output is a terminal, plain otherwise).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Also save the event stream to this file, for `drover replay`.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -174,37 +177,54 @@ impl<R: BufRead> Iterator for MonitorEvents<R> {
 }
 
 /// Runs the monitor; returns the exit status Nix's own would have had (see `NixJsonParser`).
+/// On a terminal it shows the TUI (read-only), which reads keys from the terminal even when
+/// the stream comes on standard input.
 pub fn monitor(args: &MonitorArgs) -> Result<u8, AppError> {
-    let drvs: Box<dyn DrvSource> = Box::new(StoreDrvs::open(args.store.as_deref())?);
-    let input: Box<dyn BufRead> = match &args.json {
-        Some(path) => Box::new(BufReader::new(
-            File::open(path).map_err(|e| AppError::io("opening", path, e))?,
-        )),
-        None => Box::new(io::stdin().lock()),
+    let drvs = StoreDrvs::open(args.store.as_deref())?;
+    // Opened here, so a missing file is an error before the screen changes.
+    let file = match &args.json {
+        Some(path) => Some(File::open(path).map_err(|e| AppError::io("opening", path, e))?),
+        None => None,
     };
-    let mut output = StdOutput::stdio(args.log_format);
-    let mut recorder = match &args.record {
+    let recorder = match &args.record {
         Some(path) => Some(Recorder::create(path, "monitor")?),
         None => None,
     };
+    let format = args
+        .log_format
+        .unwrap_or(if tui::is_terminal_for_watching() {
+            LogFormat::Tui
+        } else {
+            LogFormat::Plain
+        });
+    let events = move || {
+        let input: Box<dyn BufRead> = match file {
+            Some(f) => Box::new(BufReader::with_capacity(1 << 16, f)),
+            None => Box::new(io::stdin().lock()),
+        };
+        let clock = MonitorEvents::<Box<dyn BufRead>>::real_time();
+        let events = MonitorEvents::new(input, Some(Box::new(drvs)), clock);
+        Recorded::new(events, recorder).map(|e| e.map_err(AppError::from))
+    };
+    if format == LogFormat::Tui {
+        let mut options = TuiOptions::new("drover monitor", 0, false);
+        options.read_only = Some("watching a Nix build".into());
+        return watch::show_in_tui(events, Pace::AsRead, options);
+    }
     let live = args.json.is_none();
-    let clock = MonitorEvents::<Box<dyn BufRead>>::real_time();
+    let mut output = StdOutput::stdio(format);
     let mut exit_status = 0;
-    for event in MonitorEvents::new(input, Some(drvs), clock) {
+    for event in events() {
+        let event = event?;
         if let EventKind::RunDone { exit_status: s } = event.kind {
             exit_status = s;
         }
         output.event(&event).map_err(AppError::Stdout)?;
-        if let Some(r) = &mut recorder {
-            r.event(&event)?;
-        }
         if live {
             output.flush().map_err(AppError::Stdout)?;
         }
     }
-    if let Some(r) = recorder {
-        r.finish()?;
-    }
+    output.flush().map_err(AppError::Stdout)?;
     Ok(exit_status)
 }
 

@@ -98,6 +98,36 @@ impl Recorder {
     }
 }
 
+/// Events passed on as they are written to a recording (if any); the recording is finished
+/// when the events end. A write error is passed on, and the recording is dropped.
+pub struct Recorded<I> {
+    events: I,
+    recorder: Option<Recorder>,
+}
+
+impl<I: Iterator<Item = Event>> Recorded<I> {
+    pub fn new(events: I, recorder: Option<Recorder>) -> Recorded<I> {
+        Recorded { events, recorder }
+    }
+}
+
+impl<I: Iterator<Item = Event>> Iterator for Recorded<I> {
+    type Item = Result<Event, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let Some(e) = self.events.next() else {
+            return self.recorder.take().and_then(|r| r.finish().err()).map(Err);
+        };
+        if let Some(r) = &mut self.recorder
+            && let Err(err) = r.event(&e)
+        {
+            self.recorder = None;
+            return Some(Err(err));
+        }
+        Some(Ok(e))
+    }
+}
+
 /// Reads a recording: its header, then its events in order.
 pub struct Recording<R> {
     path: PathBuf,
@@ -215,6 +245,29 @@ mod tests {
         assert_eq!(rec.header().command, "simulate");
         assert_eq!(rec.header().version, VERSION);
         let back: Vec<Event> = rec.map(Result::unwrap).collect();
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn recorded_events_pass_through_and_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.jsonl");
+        let events: Vec<Event> = (0..4)
+            .map(|i| Event {
+                seq: i,
+                time: Time(i),
+                kind: EventKind::RunDone { exit_status: 0 },
+            })
+            .collect();
+        let recorder = Recorder::create(&path, "monitor").unwrap();
+        let passed: Vec<Event> = Recorded::new(events.clone().into_iter(), Some(recorder))
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(passed, events);
+        let back: Vec<Event> = Recording::open(&path)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(back, events);
     }
 

@@ -28,6 +28,8 @@ pub fn run(command: &Command) -> Option<Result<(), AppError>> {
         | Command::Copy(_)
         | Command::Instantiate(_)
         | Command::Replay(_)
+        | Command::Show(_)
+        | Command::Why(_)
         | Command::Monitor(_) => {
             return None;
         }

@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::app::AppError;
 use crate::engine::format::{HashAlgo, IngestionMethod, StorePath};
+use crate::engine::scheduler::Target;
 use crate::engine::store::import::SourceStore;
 use crate::engine::store::{ClosureFlags, EnvOverrides, LocalStore, StoreConfig};
 
@@ -111,7 +112,7 @@ pub struct ImportDrvArgs {
 pub struct LogArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// A derivation or an output path.
+    /// A derivation (`.drv`, `.drv^out`), an output path, or a symlink to one (`./result`).
     #[arg(required = true)]
     pub paths: Vec<String>,
 }
@@ -303,7 +304,11 @@ pub fn log(args: &LogArgs) -> Result<(), AppError> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for a in &args.paths {
-        let path = follow_links_to_store_path(&store, a)?;
+        // The targets `drover build` takes: a derivation's log, or its output's.
+        let path = match crate::app::targets::resolve(&store, a)?.target {
+            Target::Derivation { drv, .. } => drv,
+            Target::Path(p) => p,
+        };
         let log = store.read_log(&path)?.ok_or_else(|| {
             AppError::Usage(format!(
                 "build log of derivation '{}' is not available",

@@ -61,6 +61,9 @@ pub struct TuiOptions {
     pub color: bool,
     /// Frames per second at most.
     pub max_fps: u32,
+    /// What is watched when the run cannot be steered ("watching a Nix build"); `None` for a
+    /// run of drover's own engine. See [`Ui::read_only`].
+    pub read_only: Option<String>,
 }
 
 impl TuiOptions {
@@ -76,6 +79,7 @@ impl TuiOptions {
             clock_rate: Some(1.0),
             color: color_wanted(),
             max_fps: 30,
+            read_only: None,
         }
     }
 }
@@ -92,6 +96,21 @@ pub fn is_terminal() -> bool {
     io::stdout().is_terminal() && io::stdin().is_terminal()
 }
 
+/// Whether the TUI can show a stream that arrives on standard input (`drover monitor`):
+/// standard output is a terminal, and keys can be read from one: standard input, or else the
+/// controlling terminal `/dev/tty`, which crossterm opens for raw mode and keys when standard
+/// input is not a terminal.
+pub fn is_terminal_for_watching() -> bool {
+    use std::io::IsTerminal;
+    io::stdout().is_terminal()
+        && (io::stdin().is_terminal()
+            || std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/tty")
+                .is_ok_and(|tty| tty.is_terminal()))
+}
+
 /// The screen state for a new run with `options`.
 pub fn new_ui(options: &TuiOptions) -> Ui {
     let controls = Controls {
@@ -101,7 +120,9 @@ pub fn new_ui(options: &TuiOptions) -> Ui {
         draining: false,
     };
     let view = ViewState::new(controls, options.limits, options.history.clone());
-    Ui::new(view, options.title.clone(), options.color)
+    let mut ui = Ui::new(view, options.title.clone(), options.color);
+    ui.read_only = options.read_only.clone();
+    ui
 }
 
 /// The run time the clocks show: the latest event's time, moved on at `rate` since it came.

@@ -145,6 +145,10 @@ pub struct Ui {
     pub confirm: Option<Confirm>,
     /// A one-line answer to the last key ("nothing to retry").
     pub notice: Option<String>,
+    /// Set when the run cannot be steered (a monitored Nix build, a recording): what is being
+    /// watched ("watching a Nix build"). Command keys then say they are unavailable, and
+    /// quitting stops nothing.
+    pub read_only: Option<String>,
     /// Quitting: everything was cancelled, the screen goes once the run has ended.
     pub stopping: bool,
     /// Leave now.
@@ -189,6 +193,7 @@ impl Ui {
             messages: false,
             confirm: None,
             notice: None,
+            read_only: None,
             stopping: false,
             exit: false,
             slot_cursor: 0,
@@ -546,6 +551,17 @@ impl Ui {
     /// Carries out an action.
     pub fn act(&mut self, action: Action) -> Vec<Command> {
         self.notice = None;
+        if let Some(watching) = &self.read_only {
+            if let Some(what) = command_word(action) {
+                self.notice = Some(format!("{what} is unavailable: read-only, {watching}"));
+                return Vec::new();
+            }
+            if matches!(action, Action::Quit | Action::Interrupt) {
+                // Nothing here runs the builds: leaving stops nothing.
+                self.exit = true;
+                return Vec::new();
+            }
+        }
         let page = match self.focus {
             Pane::Log => self.log_page(),
             _ => self.graph_page(),
@@ -939,6 +955,21 @@ impl LogLines<'_> {
             _ => 0,
         }
     }
+}
+
+/// What an action that steers the run is called, for the read-only notice; `None` for the
+/// actions that only look.
+fn command_word(action: Action) -> Option<&'static str> {
+    Some(match action {
+        Action::Cancel => "cancel",
+        Action::CancelAll => "cancel all",
+        Action::Retry => "retry",
+        Action::KeepGoing => "keep-going",
+        Action::MoreJobs | Action::FewerJobs => "changing max-jobs",
+        Action::Drain => "drain",
+        Action::Pause => "pause",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

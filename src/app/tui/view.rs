@@ -157,10 +157,11 @@ fn draw_header(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
     let wide = area.width >= 100;
     let mut w = Writer::new(buf, left, 0);
     w.text(&format!(" {} ", ui.title), t.title());
-    let slots = if wide {
-        format!("─ building {building}/{} slots ─ ", v.controls.max_jobs)
-    } else {
-        format!("─ {building}/{} slots ─ ", v.controls.max_jobs)
+    let slots = match (&ui.read_only, wide) {
+        // Watching: the settings of the run are not known.
+        (Some(_), _) => format!("─ building {building} ─ "),
+        (None, true) => format!("─ building {building}/{} slots ─ ", v.controls.max_jobs),
+        (None, false) => format!("─ {building}/{} slots ─ ", v.controls.max_jobs),
     };
     w.text(&slots, Style::new());
     w.text(&format!("✔ {} ", v.count(Category::Succeeded)), t.good());
@@ -187,15 +188,20 @@ fn draw_header(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
             );
         }
     }
-    let kg = if v.controls.keep_going { "ON" } else { "off" };
-    let kg_style = if v.controls.keep_going {
-        t.good()
+    if ui.read_only.is_some() {
+        // What is watched is said in the footer.
+        w.text("─ READ-ONLY ", t.warn());
     } else {
-        Style::new()
-    };
-    w.text("─ keep-going ", Style::new())
-        .text(kg, kg_style)
-        .skip(1);
+        let kg = if v.controls.keep_going { "ON" } else { "off" };
+        let kg_style = if v.controls.keep_going {
+            t.good()
+        } else {
+            Style::new()
+        };
+        w.text("─ keep-going ", Style::new())
+            .text(kg, kg_style)
+            .skip(1);
+    }
     if v.controls.paused {
         w.text("─ PAUSED ", t.warn());
     }
@@ -209,7 +215,12 @@ fn draw_header(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
         w.text(&format!("─ {} events lost ", v.dropped_events), t.warn());
     }
     if ui.detached {
-        w.text("─ ENGINE GONE ", t.error());
+        let gone = if ui.read_only.is_some() {
+            "─ STREAM ENDED "
+        } else {
+            "─ ENGINE GONE "
+        };
+        w.text(gone, t.error());
     }
 }
 
@@ -284,6 +295,7 @@ fn detail(ui: &Ui, goal: &Goal, now: Time) -> (String, Style) {
         GoalState::Done { status } => {
             let word = status_word(*status);
             let text = match goal.category {
+                _ if ui.read_only.is_some() => goal.exit_detail().unwrap_or_else(|| word.into()),
                 Category::Failed => {
                     format!(
                         "{}  [r]etry",
@@ -384,7 +396,10 @@ fn draw_side(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
     let [slots_area, locks_area] =
         Layout::vertical([Constraint::Length(slots_height), Constraint::Min(0)]).areas(area);
     let used = ui.view.count(Category::Building);
-    let title = format!(" Build slots {used}/{} ", ui.view.controls.max_jobs);
+    let title = match ui.read_only {
+        Some(_) => format!(" Build slots {used} "),
+        None => format!(" Build slots {used}/{} ", ui.view.controls.max_jobs),
+    };
     let block = pane(ui, title, ui.focus == Pane::Slots);
     let inner = block.inner(slots_area);
     block.render(slots_area, buf);
@@ -692,7 +707,12 @@ fn draw_summary(ui: &mut Ui, area: Rect, buf: &mut Buffer) {
         }
     }
     if !s.failed.is_empty() {
-        lines.push(("Root causes (select, r retries):".into(), Style::new()));
+        let title = if ui.read_only.is_some() {
+            "Root causes:"
+        } else {
+            "Root causes (select, r retries):"
+        };
+        lines.push((title.into(), Style::new()));
         for &g in &s.failed {
             let goal = &v.goals[g as usize];
             let why = goal
@@ -848,7 +868,17 @@ fn draw_footer(ui: &Ui, area: Rect, buf: &mut Buffer) {
         );
         return;
     }
-    let hints: &[(&str, &str)] = if ui.view.is_running() {
+    let hints: &[(&str, &str)] = if ui.read_only.is_some() {
+        &[
+            ("↑↓", "move"),
+            ("←→", "fold"),
+            ("⏎", "log"),
+            ("/", "search"),
+            ("f", "filter"),
+            ("?", "help"),
+            ("q", "quit"),
+        ]
+    } else if ui.view.is_running() {
         &[
             ("↑↓", "move"),
             ("←→", "fold"),
@@ -879,6 +909,9 @@ fn draw_footer(ui: &Ui, area: Rect, buf: &mut Buffer) {
             break;
         }
         w.text(k, t.key()).skip(1).text(what, Style::new()).skip(2);
+    }
+    if let Some(watching) = &ui.read_only {
+        w.text(&format!("read-only: {watching}"), t.warn());
     }
 }
 

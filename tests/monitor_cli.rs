@@ -1,0 +1,185 @@
+//! `drover monitor` and `drover replay` from the command line on the real Nix 2.8 samples
+//! (tests/fixtures/internal-json/): each is followed without a warning and with Nix's exit
+//! status, recorded, and the recording replays into the same output in every line format.
+//! Bad input fails with a message and status 1 (2 for a bad command line).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn drover(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(args)
+        .output()
+        .expect("drover runs")
+}
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/internal-json")
+        .join(name)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[test]
+fn the_real_nix_samples_replay_without_error() {
+    // The status Nix's own would be (see /work/shared/peer/samples/exit-codes.txt): 102 for
+    // a failed build and a hash mismatch; the nix-build-cmd sample is `nix build`'s stream,
+    // whose own exit status is 1, but whose failures are builds (100).
+    let samples = [
+        ("internal-json.log", 102, 12),
+        ("internal-json-vv.log", 0, 4),
+        ("internal-json-nix-build-cmd.log", 100, 11),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (name, status, goals) in samples {
+        let input = sample(name);
+        let rec = dir.path().join(format!("{name}.jsonl"));
+        let input = input.to_str().unwrap();
+        let rec = rec.to_str().unwrap();
+        let monitored = drover(&[
+            "monitor",
+            "--json",
+            input,
+            "--log-format",
+            "plain",
+            "--record",
+            rec,
+        ]);
+        let plain = text(&monitored.stdout);
+        assert_eq!(monitored.status.code(), Some(status), "{name}: {plain}");
+        assert_eq!(text(&monitored.stderr), "", "{name}");
+        assert!(!plain.contains("malformed"), "{name}: {plain}");
+        assert!(
+            plain
+                .lines()
+                .last()
+                .unwrap()
+                .ends_with(&format!("exit status {status}")),
+            "{name}: {plain}"
+        );
+
+        let replayed = drover(&["replay", "--log-format", "plain", rec]);
+        assert_eq!(replayed.status.code(), Some(status), "{name}");
+        assert_eq!(text(&replayed.stdout), plain, "{name}");
+        assert_eq!(text(&replayed.stderr), "", "{name}");
+
+        // drover's JSON: one event a line, as many goals as the sample has derivations.
+        let json = drover(&["replay", "--log-format", "json", rec]);
+        assert_eq!(json.status.code(), Some(status), "{name}");
+        let added = text(&json.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["type"] == "goal_added")
+            .count();
+        assert_eq!(added, goals, "{name}");
+
+        // Nix's internal-json again (on standard error, as Nix writes it): every line a record.
+        let nix = drover(&["replay", "--log-format", "internal-json", rec]);
+        assert_eq!(nix.status.code(), Some(status), "{name}");
+        let records = text(&nix.stderr);
+        assert!(
+            records.lines().count() > 10 && records.lines().all(|l| l.starts_with("@nix {")),
+            "{name}: {records}"
+        );
+        // ... which drover monitors into the same outcome.
+        let again = dir.path().join(format!("{name}.again"));
+        std::fs::write(&again, &records).unwrap();
+        let remonitored = drover(&[
+            "monitor",
+            "--json",
+            again.to_str().unwrap(),
+            "--log-format",
+            "plain",
+        ]);
+        assert_eq!(remonitored.status.code(), Some(status), "{name}");
+    }
+}
+
+#[test]
+fn bad_input_fails_with_a_message_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let fails = |args: &[&str], status: i32, message: &str| {
+        let out = drover(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert_eq!(text(&out.stdout), "", "{args:?}");
+    };
+    let missing = dir.path().join("missing.log");
+    let missing = missing.to_str().unwrap();
+    fails(
+        &["monitor", "--json", missing],
+        1,
+        &format!("error: opening '{missing}': No such file or directory"),
+    );
+    fails(
+        &["monitor", "--json", missing, "--log-format", "nom"],
+        2,
+        "invalid value 'nom' for '--log-format <LOG_FORMAT>'",
+    );
+    let nowhere = dir.path().join("no/such/dir/r.jsonl");
+    let nowhere = nowhere.to_str().unwrap();
+    let input = sample("internal-json-vv.log");
+    fails(
+        &[
+            "monitor",
+            "--json",
+            input.to_str().unwrap(),
+            "--record",
+            nowhere,
+        ],
+        1,
+        &format!("error: creating recording '{nowhere}': No such file or directory"),
+    );
+
+    let not_a_recording = dir.path().join("notes.txt");
+    std::fs::write(&not_a_recording, "hello\n").unwrap();
+    let not_a_recording = not_a_recording.to_str().unwrap();
+    fails(
+        &["replay", not_a_recording],
+        1,
+        &format!(
+            "error: '{not_a_recording}' is not a drover recording (no drover-events header on line 1)"
+        ),
+    );
+    fails(
+        &["replay", "--speed", "0", not_a_recording],
+        2,
+        "invalid value '0' for '--speed <SPEED>': '0' is not a positive number",
+    );
+    fails(
+        &["replay", "--speed", "fast", not_a_recording],
+        2,
+        "'fast' is not a positive number",
+    );
+    fails(
+        &["replay", missing],
+        1,
+        &format!("error: opening recording '{missing}'"),
+    );
+
+    // A recording broken in the middle: what came before is shown, then the error.
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(
+        &broken,
+        concat!(
+            r#"{"format":"drover-events","version":1,"drover":"0","command":"monitor"}"#,
+            "\n",
+            r#"{"seq":0,"time":5,"type":"message","level":"error","text":"first","goal":null}"#,
+            "\n{\"seq\":1,\"tim\n"
+        ),
+    )
+    .unwrap();
+    let broken = broken.to_str().unwrap();
+    let out = drover(&["replay", "--log-format", "plain", broken]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "error: first\n");
+    assert!(
+        text(&out.stderr).starts_with(&format!("error: recording '{broken}', line 3: ")),
+        "{}",
+        text(&out.stderr)
+    );
+}
