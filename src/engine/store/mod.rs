@@ -15,7 +15,6 @@ pub mod drover_db;
 pub mod import;
 pub mod locks;
 pub mod logs;
-pub mod missing;
 pub mod temproots;
 
 use std::collections::{BTreeMap, BTreeSet};
