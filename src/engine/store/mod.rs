@@ -333,6 +333,17 @@ impl LocalStore {
         closure::topo_sort(paths, &refs).map_err(|c| self.cycle_error(c))
     }
 
+    /// The order `nix-build` lists derivations in: Nix's `topoSortPaths` reversed, so inputs
+    /// come before what needs them.
+    pub fn sort_for_printing(
+        &self,
+        drvs: &BTreeSet<StorePath>,
+    ) -> Result<Vec<StorePath>, StoreError> {
+        let mut sorted = self.topo_sort_paths(drvs)?;
+        sorted.reverse();
+        Ok(sorted)
+    }
+
     fn cycle_error(&self, c: Cycle) -> StoreError {
         StoreError::Cycle {
             path: self.print(&c.path),
