@@ -159,6 +159,7 @@ impl PlainPrinter {
             EventKind::EdgeAdded { .. }
             | EventKind::StateChanged { .. }
             | EventKind::PhaseChanged { .. }
+            | EventKind::SubstitutionProgress { .. }
             | EventKind::Progress { .. } => {}
         }
         Ok(())
@@ -198,19 +199,17 @@ impl PlainPrinter {
         if status.success() {
             return Ok(());
         }
+        // Nix only debug-logs why a substitution goal ended without its path (the errors of
+        // its substituters were printed as they happened), unless the error ends the run.
+        let quiet = substitution && status != BuildStatus::MiscFailure;
+        let message = message.filter(|_| !quiet);
         if top {
             self.failed_tops.push((g, message.map(str::to_owned)));
             return Ok(());
         }
-        // Nix does not report substitution goals that found no substitute.
-        let quiet = substitution
-            && matches!(
-                status,
-                BuildStatus::NoSubstituters | BuildStatus::IncompleteClosure
-            );
         match message {
-            Some(msg) if !quiet => write_error(out, &self.shown(msg)),
-            _ => Ok(()),
+            Some(msg) => write_error(out, &self.shown(msg)),
+            None => Ok(()),
         }
     }
 

@@ -44,7 +44,7 @@ pub struct NixJsonEmitter {
     download_expected: u64,
     nar_expected: u64,
     /// Failed top-level goals, reported when the run ends (as Nix's `buildPaths` does).
-    failed_tops: Vec<(GoalId, String)>,
+    failed_tops: Vec<(GoalId, Option<String>)>,
 }
 
 /// Nix's verbosity number.
@@ -189,6 +189,7 @@ impl NixJsonEmitter {
                 }
             }
             EventKind::Progress { progress } => self.progress(progress, ids, w)?,
+            EventKind::SubstitutionProgress { .. } => {}
             EventKind::GoalDone {
                 goal,
                 status,
@@ -321,15 +322,14 @@ impl NixJsonEmitter {
                 w.result(id, result::PROGRESS, &fields)?;
             }
         }
-        let quiet = substitution
-            && matches!(
-                status,
-                BuildStatus::NoSubstituters | BuildStatus::IncompleteClosure
-            );
-        if let Some(msg) = message.filter(|_| !status.success() && !quiet) {
+        // Nix only debug-logs why a substitution goal ended without its path, unless the
+        // error ends the run.
+        let quiet = substitution && status != BuildStatus::MiscFailure;
+        if !status.success() {
+            let message = message.filter(|_| !quiet);
             if top {
-                self.failed_tops.push((g, msg.to_owned()));
-            } else {
+                self.failed_tops.push((g, message.map(str::to_owned)));
+            } else if let Some(msg) = message {
                 w.msg_ei(level_number(Level::Error), msg)?;
             }
         }
@@ -360,10 +360,10 @@ impl NixJsonEmitter {
         w.stop(ids[0])?;
         self.run = None;
         let failed = std::mem::take(&mut self.failed_tops);
-        for (_, msg) in &failed {
+        for msg in failed.iter().filter_map(|(_, m)| m.as_deref()) {
             w.msg_ei(level_number(Level::Error), msg)?;
         }
-        if failed.len() > 1 {
+        if failed.len() > 1 || failed.first().is_some_and(|(_, m)| m.is_none()) {
             const SHOWN: usize = 10;
             let mut paths: Vec<String> = failed
                 .iter()

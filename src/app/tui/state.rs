@@ -483,6 +483,7 @@ impl ViewState {
                 }
             }
             EventKind::Progress { progress } => self.progress = *progress,
+            EventKind::SubstitutionProgress { .. } => {}
             EventKind::GoalDone {
                 goal,
                 status,
