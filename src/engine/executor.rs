@@ -81,7 +81,10 @@ impl RunSubstituters {
     /// Opens the caches the settings name for a store with `store_dir` (blocking: an HTTP
     /// cache's `nix-cache-info` is fetched; one that cannot be opened is left out with a
     /// warning on standard error). None with `substitute = false`.
-    pub fn open(settings: &Settings, store_dir: &StoreDir) -> Result<RunSubstituters, SettingsError> {
+    pub fn open(
+        settings: &Settings,
+        store_dir: &StoreDir,
+    ) -> Result<RunSubstituters, SettingsError> {
         let (mut config, warnings) = settings.substituter_config(store_dir)?;
         let route = LogRoute::default();
         config.log = route.logger();
@@ -347,7 +350,10 @@ impl LocalExecutor {
             let outcome = subs
                 .substitute(store, path, substituter, repair, flag, progress)
                 .await;
-            let _ = tx.send(Report::Input(Input::SubstitutionFinished { ticket, outcome }));
+            let _ = tx.send(Report::Input(Input::SubstitutionFinished {
+                ticket,
+                outcome,
+            }));
             let _ = tx.send(Report::Done(ticket));
         });
         self.substitutions

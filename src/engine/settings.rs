@@ -582,7 +582,12 @@ mod tests {
         assert!(s.substitute && s.require_sigs);
         let (config, warnings) = s.substituter_config(&nix).unwrap();
         assert_eq!(config.substituters, [DEFAULT_SUBSTITUTER]);
-        assert!(config.trusted_public_keys.get("cache.nixos.org-1").is_some());
+        assert!(
+            config
+                .trusted_public_keys
+                .get("cache.nixos.org-1")
+                .is_some()
+        );
         assert!(warnings.is_empty());
         // Another store dir: Nix's default cache is left out without asking it.
         let (config, warnings) = s.substituter_config(&other).unwrap();
@@ -591,10 +596,14 @@ mod tests {
         assert!(sched.use_substitutes && sched.max_substitution_jobs.is_none());
 
         let mut t = Settings::default();
-        t.set("substituters", "https://cache.nixos.org file:///a").unwrap();
-        t.set("extra-substituters", "file:///b").unwrap();
-        t.set("extra-trusted-public-keys", "k-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+        t.set("substituters", "https://cache.nixos.org file:///a")
             .unwrap();
+        t.set("extra-substituters", "file:///b").unwrap();
+        t.set(
+            "extra-trusted-public-keys",
+            "k-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .unwrap();
         t.set("require-sigs", "false").unwrap();
         t.set("max-substitution-jobs", "4").unwrap();
         t.set("http-connections", "3").unwrap();
@@ -605,8 +614,10 @@ mod tests {
         assert_eq!(config.substituters, ["file:///a", "file:///b"]);
         assert_eq!(
             warnings,
-            ["binary cache 'https://cache.nixos.org' is for Nix stores with prefix \
-              '/nix/store', not '/tmp/x/store'"]
+            [
+                "binary cache 'https://cache.nixos.org' is for Nix stores with prefix \
+              '/nix/store', not '/tmp/x/store'"
+            ]
         );
         assert_eq!(config.trusted_public_keys.len(), 2);
         assert!(!config.require_sigs && config.try_fallback);

@@ -536,8 +536,10 @@ impl Scheduler {
             return false;
         }
         let mut granted = false;
-        while let Some((g, slot)) = self.queues
-            .next_grant(self.settings.max_jobs, self.settings.max_substitution_jobs) {
+        while let Some((g, slot)) = self
+            .queues
+            .next_grant(self.settings.max_jobs, self.settings.max_substitution_jobs)
+        {
             granted = true;
             match self.goal(g).data {
                 GoalData::Drv(_) => self.drv_slot_granted(g, slot),

@@ -236,7 +236,10 @@ pub enum Input {
         outcome: SubstitutionOutcome,
     },
     /// Something the driver's machinery wants the user to see (a substituter's warning).
-    Message { level: Level, text: String },
+    Message {
+        level: Level,
+        text: String,
+    },
 }
 
 impl Input {

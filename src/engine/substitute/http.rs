@@ -188,8 +188,8 @@ impl HttpTransport {
                     message: e.to_string(),
                 },
             };
-            let reachable = matches!(err, FetchError::Http { .. })
-                || self.answered.load(Ordering::Relaxed);
+            let reachable =
+                matches!(err, FetchError::Http { .. }) || self.answered.load(Ordering::Relaxed);
             if err.is_transient() && reachable && attempt < self.attempts {
                 let delay = self.backoff(attempt);
                 self.log
