@@ -232,7 +232,7 @@ fn a_corrupt_substitute_fails_without_fallback_and_is_built_with_it() {
         r.stderr.contains(&format!(
             "error: some substitutes for the outputs of derivation '{}' failed (usually \
              happens due to networking issues); try '--fallback' to build derivation from \
-             source \n",
+             source\n",
             c.t.print(&c.drvs[2])
         )),
         "{}",

@@ -44,8 +44,11 @@ struct Counts {
 }
 
 /// Nix's error layout: `error: ` then the message, continuation lines indented to match.
+/// `error: MSG`, continuation lines indented under the message, each line without trailing
+/// white space (Nix's `showErrorInfo`).
 fn write_error(out: &mut dyn Write, msg: &str) -> io::Result<()> {
-    writeln!(out, "error: {}", msg.replace('\n', "\n       "))
+    let lines: Vec<&str> = msg.trim_end().split('\n').map(str::trim_end).collect();
+    writeln!(out, "error: {}", lines.join("\n       "))
 }
 
 /// A builder failure message without the tail of the build log (`;\nlast N log lines: …
