@@ -354,6 +354,8 @@ pub enum EventKind {
         download_expected: Option<u64>,
         nar_done: u64,
         nar_expected: u64,
+        /// The file being downloaded, when it comes over HTTP.
+        url: Option<String>,
     },
     /// A line of a builder's output.
     LogLine {

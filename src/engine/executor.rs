@@ -32,6 +32,7 @@ use crate::engine::scheduler::{
 use crate::engine::settings::{Settings, SettingsError};
 use crate::engine::store::drover_db::DroverDb;
 use crate::engine::store::{LocalStore, PathLocks, TryLock};
+use crate::engine::substitute::cache::Transport;
 use crate::engine::substitute::{LogLevel, Logger, Progress, Substituters};
 
 /// How often a running substitution reports its bytes at most.
@@ -233,6 +234,21 @@ impl StoreView for LocalStoreView {
     }
 }
 
+/// The URL of the file an HTTP cache has for `path` (Nix's file transfer); `None` for
+/// another kind of cache.
+fn http_url(subs: &Substituters, path: &StorePath, sub: usize) -> Option<String> {
+    let cache = subs.cache(sub)?;
+    if !matches!(cache.transport(), Transport::Http(_)) {
+        return None;
+    }
+    let info = subs.narinfo(path, sub).ok()??;
+    Some(if info.url.contains("://") {
+        info.url.clone()
+    } else {
+        format!("{}/{}", cache.uri(), info.url)
+    })
+}
+
 /// What build and substitution tasks send back.
 enum Report {
     Input(Input),
@@ -333,16 +349,24 @@ impl LocalExecutor {
         let cancel = Arc::new(AtomicBool::new(false));
         let progress_tx = tx.clone();
         let mut last: Option<Instant> = None;
+        // Runs on the blocking thread of the substitution, where the narinfo lookup (cached
+        // by the query) may block.
+        let (url_subs, url_path) = (subs.clone(), path.clone());
+        let mut url: Option<Option<String>> = None;
         let progress = move |p: Progress| {
             let complete = p.nar_done >= p.nar_expected;
             if !complete && last.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
                 return;
             }
             last = Some(Instant::now());
+            let url = url
+                .get_or_insert_with(|| http_url(&url_subs, &url_path, substituter))
+                .clone();
             let _ = progress_tx.send(Report::Input(Input::SubstitutionProgress {
                 ticket,
                 download_done: p.download_done,
                 nar_done: p.nar_done,
+                url,
             }));
         };
         let flag = cancel.clone();

@@ -25,6 +25,8 @@ struct Goal {
     act: Option<u64>,
     /// The actCopyPath under an actSubstitute.
     copy: Option<u64>,
+    /// The actFileTransfer under that actCopyPath (an HTTP cache's NAR download).
+    transfer: Option<u64>,
     /// The actBuildWaiting of a lock or build-user wait.
     waiting: Option<u64>,
 }
@@ -189,7 +191,36 @@ impl NixJsonEmitter {
                 }
             }
             EventKind::Progress { progress } => self.progress(progress, ids, w)?,
-            EventKind::SubstitutionProgress { .. } => {}
+            EventKind::SubstitutionProgress {
+                goal,
+                download_done,
+                download_expected,
+                url: Some(url),
+                ..
+            } => {
+                let g = self.goal(*goal);
+                if let Some(copy) = g.copy {
+                    let id = match g.transfer {
+                        Some(id) => id,
+                        None => {
+                            let id = self.new_id();
+                            let text = format!("downloading '{url}'");
+                            let fields = [Field::Str(url.as_str().into())];
+                            w.start(id, 4, activity::FILE_TRANSFER, &text, copy, &fields)?;
+                            self.goal(*goal).transfer = Some(id);
+                            id
+                        }
+                    };
+                    let fields = [
+                        Field::Int(*download_done),
+                        Field::Int(download_expected.unwrap_or(0)),
+                        Field::Int(0),
+                        Field::Int(0),
+                    ];
+                    w.result(id, result::PROGRESS, &fields)?;
+                }
+            }
+            EventKind::SubstitutionProgress { url: None, .. } => {}
             EventKind::GoalDone {
                 goal,
                 status,
@@ -295,11 +326,12 @@ impl NixJsonEmitter {
         w: &mut RecordWriter,
     ) -> io::Result<()> {
         self.stop_waiting(g, w)?;
-        let (act, copy, top, substitution) = {
+        let (act, copy, transfer, top, substitution) = {
             let goal = self.goal(g);
             (
                 goal.act.take(),
                 goal.copy.take(),
+                goal.transfer.take(),
                 goal.top,
                 goal.substitution,
             )
@@ -333,6 +365,9 @@ impl NixJsonEmitter {
                 w.msg_ei(level_number(Level::Error), msg)?;
             }
         }
+        if let Some(id) = transfer {
+            w.stop(id)?;
+        }
         if let Some(id) = copy {
             w.stop(id)?;
         }
@@ -349,7 +384,14 @@ impl NixJsonEmitter {
             .goals
             .iter_mut()
             .flatten()
-            .flat_map(|g| [g.waiting.take(), g.copy.take(), g.act.take()])
+            .flat_map(|g| {
+                [
+                    g.waiting.take(),
+                    g.transfer.take(),
+                    g.copy.take(),
+                    g.act.take(),
+                ]
+            })
             .flatten()
             .collect();
         for id in open {

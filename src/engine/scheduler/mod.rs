@@ -684,11 +684,12 @@ impl Scheduler {
                 Input::SubstitutionProgress {
                     download_done,
                     nar_done,
+                    url,
                     ..
                 },
                 _,
                 Some(SubstState::Running),
-            ) => self.subst_progress(g, download_done, nar_done),
+            ) => self.subst_progress(g, download_done, nar_done, url),
             (Input::SubstitutionFinished { outcome, .. }, _, Some(SubstState::Running)) => {
                 self.subst_finished(g, outcome)
             }

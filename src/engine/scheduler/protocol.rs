@@ -230,6 +230,8 @@ pub enum Input {
         ticket: Ticket,
         download_done: u64,
         nar_done: u64,
+        /// The file being downloaded, when it comes over HTTP (Nix's file transfer).
+        url: Option<String>,
     },
     SubstitutionFinished {
         ticket: Ticket,

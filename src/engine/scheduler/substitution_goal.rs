@@ -46,6 +46,8 @@ pub(super) struct SubstGoal {
     /// Bytes of the running substitution so far (counted as done in the progress counters).
     pub nar_done: u64,
     pub download_done: u64,
+    /// The file being downloaded over HTTP, once known.
+    pub url: Option<String>,
 }
 
 impl SubstGoal {
@@ -64,6 +66,7 @@ impl SubstGoal {
             expected_download: 0,
             nar_done: 0,
             download_done: 0,
+            url: None,
         }
     }
 
@@ -249,8 +252,17 @@ impl Scheduler {
 
     /// Bytes of the running substitution: what is new counts as done (never more than the
     /// narinfo announced, never going back).
-    pub(super) fn subst_progress(&mut self, g: GoalId, download_done: u64, nar_done: u64) {
+    pub(super) fn subst_progress(
+        &mut self,
+        g: GoalId,
+        download_done: u64,
+        nar_done: u64,
+        url: Option<String>,
+    ) {
         let s = self.subst_mut(g);
+        if url.is_some() {
+            s.url = url;
+        }
         let nar = nar_done.clamp(s.nar_done, s.expected_nar.max(s.nar_done));
         let download = if s.expected_download > 0 {
             download_done.clamp(s.download_done, s.expected_download.max(s.download_done))
@@ -278,6 +290,7 @@ impl Scheduler {
             download_expected: (s.expected_download > 0).then_some(s.expected_download),
             nar_done: nar,
             nar_expected: s.expected_nar,
+            url: s.url.clone(),
         };
         self.progress.nar.done += nar_delta;
         self.progress.nar.expected -= nar_delta.min(nar_remaining);
@@ -296,6 +309,7 @@ impl Scheduler {
         s.expected_download = 0;
         s.nar_done = 0;
         s.download_done = 0;
+        s.url = None;
         self.progress.nar.expected -= nar_remaining;
         self.progress.download.expected -= download_remaining;
         self.progress.nar.done -= nar_done;

@@ -1650,6 +1650,7 @@ fn substitution_bytes_count_as_they_come_and_end_at_the_nar_size() {
             ticket,
             download_done,
             nar_done,
+            url: None,
         })
     };
     progress(&mut t, app, 100, 400);
