@@ -577,6 +577,7 @@ fn spawn_build_until_the_builder_runs(t: &TestStore, drv: &StorePath) -> std::pr
     let _ = std::fs::remove_file(t.root().join("child.pid"));
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
         .args(["build", "--store", &t.uri, &t.print(drv), "--no-out-link"])
+        .args(t.offline())
         .env_clear()
         .env("TMPDIR", t.tmp())
         .env("NIX_CONF_DIR", t.root().join("conf"))
@@ -669,6 +670,7 @@ fn a_build_waits_for_an_output_lock_another_process_holds() {
     };
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
         .args(["build", "--store", &t.uri, &t.print(&drv), "--no-out-link"])
+        .args(t.offline())
         .args(["--option", "build-poll-interval", "1"])
         .env_clear()
         .env("TMPDIR", t.tmp())

@@ -151,6 +151,7 @@ impl Place {
                     .arg("--store")
                     .arg(self.uri())
                     .arg("--no-out-link")
+                    .args(["--option", "substituters", ""])
                     .env("XDG_CONFIG_HOME", self.base.join("conf"))
                     .env("NIX_CONF_DIR", self.base.join("conf"));
                 c

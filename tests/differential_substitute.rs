@@ -499,3 +499,145 @@ fn uncompressed_caches_are_byte_identical_to_nix_copy() {
     );
     assert!(text.contains("\nDeriver: "), "{text}");
 }
+
+/// `nix-instantiate`s the workload into a new chroot store `name`; the store and the
+/// derivation.
+fn instantiate(peer: &Peer, name: &str) -> (PathBuf, String) {
+    let store = peer.path(name);
+    let out = peer.run(
+        "nix-instantiate",
+        &[
+            "--store",
+            store.to_str().unwrap(),
+            peer.path("workload.nix").to_str().unwrap(),
+        ],
+    );
+    (store, last_line(&out))
+}
+
+/// Realises `drv` in `store` from `cache` with real Nix (`nix-store -r`) or drover
+/// (`drover build`), trusting `pk`.
+fn realise(peer: &Peer, nix: bool, store: &Path, drv: &str, cache: &str, pk: &str) -> Output {
+    let options = [
+        "--option",
+        "substituters",
+        cache,
+        "--option",
+        "trusted-public-keys",
+        pk,
+    ];
+    let store = store.to_str().unwrap();
+    if nix {
+        let mut args = vec!["--store", store, "-r", drv];
+        args.extend(options);
+        return peer.try_run("nix-store", &args);
+    }
+    let conf = peer.path("drover-conf");
+    fs::create_dir_all(&conf).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["build", "--store", store, drv, "--no-out-link"])
+        .args(options)
+        .env("NIX_CONF_DIR", &conf)
+        .env("XDG_CONFIG_HOME", &conf)
+        .output()
+        .unwrap()
+}
+
+/// The lines of an `error:` message (with their indented continuation lines).
+fn error_lines(out: &Output) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut inside = false;
+    for l in String::from_utf8_lossy(&out.stderr).lines() {
+        inside = l.starts_with("error: ") || (inside && l.starts_with("  "));
+        if inside {
+            lines.push(l.to_owned());
+        }
+    }
+    lines
+}
+
+#[test]
+fn nix_and_drover_realise_a_derivation_from_the_same_cache_alike() {
+    if !common::require_nix() {
+        return;
+    }
+    let peer = Peer::new();
+    let (sk, pk) = peer.generate_key("drover-subst-test-4");
+    let cache = peer.nix_cache(
+        "cache",
+        &format!("compression=none&secret-key={}", sk.display()),
+    );
+    let uri = format!("file://{}", cache.display());
+    let closure: Vec<StorePath> = peer
+        .closure
+        .iter()
+        .map(|p| sd().parse(p).unwrap())
+        .collect();
+
+    // Everything is in the cache: both substitute the same paths, build nothing.
+    let (nix_store, drv) = instantiate(&peer, "nix-ok");
+    let (our_store, our_drv) = instantiate(&peer, "drover-ok");
+    assert_eq!(drv, our_drv);
+    let theirs = realise(&peer, true, &nix_store, &drv, &uri, &pk);
+    let ours = realise(&peer, false, &our_store, &drv, &uri, &pk);
+    assert_eq!(
+        ours.status.code(),
+        theirs.status.code(),
+        "nix:\n{}\ndrover:\n{}",
+        String::from_utf8_lossy(&theirs.stderr),
+        String::from_utf8_lossy(&ours.stderr)
+    );
+    assert_eq!(theirs.status.code(), Some(0));
+    assert_eq!(last_line(&ours), last_line(&theirs));
+    assert_eq!(last_line(&ours), peer.root);
+    let stderr = String::from_utf8_lossy(&ours.stderr);
+    assert!(!stderr.contains("building '"), "{stderr}");
+    let infos = peer.path_infos(nix_store.to_str().unwrap(), &peer.root);
+    assert_eq!(infos.len(), 6);
+    assert_matches_nix(&open_store(&our_store), &infos);
+
+    // The root's NAR is corrupt: both fail the same way with the same status, and keep the
+    // same good paths.
+    let bad = peer.path("cache-bad");
+    subst_support::copy_dir(&cache, &bad);
+    let root = sd().parse(&peer.root).unwrap();
+    let narinfo = fs::read_to_string(subst_support::narinfo_path(&bad, &root)).unwrap();
+    let url = narinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .unwrap();
+    let nar = bad.join(url);
+    let mut bytes = fs::read(&nar).unwrap();
+    let at = bytes
+        .windows(7)
+        .rposition(|w| w == b"/store/")
+        .expect("the root names store paths");
+    bytes[at + 7] = if bytes[at + 7] == b'0' { b'1' } else { b'0' };
+    fs::write(&nar, bytes).unwrap();
+    let bad_uri = format!("file://{}", bad.display());
+    let (nix_store, _) = instantiate(&peer, "nix-bad");
+    let (our_store, _) = instantiate(&peer, "drover-bad");
+    let theirs = realise(&peer, true, &nix_store, &drv, &bad_uri, &pk);
+    let ours = realise(&peer, false, &our_store, &drv, &bad_uri, &pk);
+    assert_eq!(theirs.status.code(), Some(1));
+    assert_eq!(ours.status.code(), theirs.status.code());
+    let expected = error_lines(&theirs);
+    assert!(
+        expected[0].starts_with(&format!(
+            "error: hash mismatch importing path '{}'",
+            peer.root
+        )),
+        "{expected:?}"
+    );
+    assert_eq!(error_lines(&ours), expected);
+    let (nix_view, our_view) = (open_store(&nix_store), open_store(&our_store));
+    for p in &closure {
+        assert_eq!(
+            our_view.is_valid(p).unwrap(),
+            nix_view.is_valid(p).unwrap(),
+            "{}",
+            sd().display(p)
+        );
+    }
+    assert!(!our_view.is_valid(&root).unwrap());
+}

@@ -246,6 +246,7 @@ fn build_without_namespaces(t: &TestStore, drv: &StorePath, extra: &[&str]) -> b
         .arg("sh")
         .arg(env!("CARGO_BIN_EXE_drover"))
         .args(["build", "--store", &t.uri])
+        .args(t.offline())
         .args(args(t, drv, extra))
         .current_dir(&root)
         .env_clear()

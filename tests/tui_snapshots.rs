@@ -373,3 +373,124 @@ fn snapshot_read_only_monitor_says_command_keys_are_unavailable() {
         "no question: nothing here runs the builds"
     );
 }
+
+/// Two paths downloading from a cache: the slots pane shows their bytes and rate, the
+/// header the count and the bytes of the run.
+#[test]
+fn snapshot_downloads() {
+    use drover::engine::api::{
+        BuildMode, Bytes, Counter, GoalKind, GoalState, Progress, RunningDetail,
+    };
+    let cache = "https://cache.example.org";
+    let mut kinds = vec![EventKind::GoalAdded {
+        goal: GoalId(0),
+        kind: GoalKind::Derivation {
+            drv: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-app-2.0.drv".into(),
+            outputs: vec![],
+            mode: BuildMode::Normal,
+        },
+        name: "app-2.0".into(),
+        top: true,
+    }];
+    let downloads = [
+        ("openssl-3.0.13", 3 << 20, 8 << 20),
+        ("python3-3.11.8", 12 << 20, 30 << 20),
+    ];
+    for (i, (name, _, _)) in downloads.iter().enumerate() {
+        let goal = GoalId(i as u32 + 1);
+        kinds.push(EventKind::GoalAdded {
+            goal,
+            kind: GoalKind::Substitution {
+                path: format!("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-{name}"),
+                repair: false,
+            },
+            name: (*name).into(),
+            top: false,
+        });
+        kinds.push(EventKind::EdgeAdded {
+            waiter: GoalId(0),
+            waitee: goal,
+        });
+        kinds.push(EventKind::SubstitutionStarted {
+            goal,
+            slot: i as u32,
+            substituter: cache.into(),
+        });
+        kinds.push(EventKind::StateChanged {
+            goal,
+            state: GoalState::Running {
+                detail: RunningDetail::Substitution {
+                    slot: i as u32,
+                    substituter: cache.into(),
+                    since: Time::ZERO,
+                },
+            },
+        });
+    }
+    let mut events: Vec<Event> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(seq, kind)| Event {
+            seq: seq as u64,
+            time: Time::ZERO,
+            kind,
+        })
+        .collect();
+    // Four seconds later.
+    let now = Time::from_secs(4);
+    for (i, (_, done, size)) in downloads.iter().enumerate() {
+        events.push(Event {
+            seq: events.len() as u64,
+            time: now,
+            kind: EventKind::SubstitutionProgress {
+                goal: GoalId(i as u32 + 1),
+                download_done: *done,
+                download_expected: Some(*size),
+                nar_done: *done * 3,
+                nar_expected: *size * 3,
+                url: None,
+            },
+        });
+    }
+    events.push(Event {
+        seq: events.len() as u64,
+        time: now,
+        kind: EventKind::Progress {
+            progress: Progress {
+                builds: Counter {
+                    expected: 1,
+                    ..Counter::default()
+                },
+                substitutions: Counter {
+                    expected: 2,
+                    running: 2,
+                    ..Counter::default()
+                },
+                download: Bytes {
+                    done: 15 << 20,
+                    expected: 38 << 20,
+                },
+                nar: Bytes {
+                    done: 45 << 20,
+                    expected: 114 << 20,
+                },
+            },
+        },
+    });
+    let mut options = TuiOptions::new("drover build", 2, false);
+    options.color = false;
+    let mut ui = tui::new_ui(&options);
+    ui.view.apply_all(&events);
+    let mut terminal = Terminal::new(TestBackend::new(WIDTH, HEIGHT)).unwrap();
+    terminal.draw(|f| tui::render(&mut ui, now, f)).unwrap();
+    let screen = redact(&terminal.backend().to_string());
+    assert!(
+        screen.contains("↓ openssl-3.0.13 3.0M/8.0M 768K/s"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("↓ python3-3.11.8 12.0M/30.0M 3.0M/s"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("downloads", screen);
+}

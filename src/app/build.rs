@@ -25,7 +25,7 @@ use crate::app::tui::{self, TuiOptions};
 use crate::engine::api::{BuildMode, Command as RunCommand};
 use crate::engine::build::Builder;
 use crate::engine::driver::{self, Delivery, DriverOptions};
-use crate::engine::executor::LocalExecutor;
+use crate::engine::executor::{LocalExecutor, RunSubstituters};
 use crate::engine::format::StorePath;
 use crate::engine::scheduler::{Scheduler, Target};
 use crate::engine::settings::{Settings, parse_max_jobs};
@@ -212,7 +212,10 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
         settings.build_settings(),
         supervisors,
     ));
-    let scheduler_settings = settings.scheduler_settings(store.store_dir());
+    let substituters =
+        RunSubstituters::open(&settings, store.store_dir()).map_err(settings_error)?;
+    let mut scheduler_settings = settings.scheduler_settings(store.store_dir());
+    scheduler_settings.substituters = substituters.uris();
     let (max_jobs, keep_going) = (scheduler_settings.max_jobs, scheduler_settings.keep_going);
     let scheduler = Scheduler::new(scheduler_settings);
     let targets: Vec<Target> = wanted.iter().map(|w| w.target.clone()).collect();
@@ -238,13 +241,13 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
             log_dir: config.log_dir.clone(),
         });
         let _runtime_context = runtime.enter();
-        let executor = LocalExecutor::new(builder);
+        let executor = LocalExecutor::new(builder, substituters);
         let mut outcome =
             live::run_with_tui(&runtime, scheduler, executor, &targets, mode, options)?;
         runtime.block_on(outcome.executor.shutdown());
         outcome.exit_status
     } else {
-        print_plain(&runtime, builder, scheduler, &targets, mode)?
+        print_plain(&runtime, builder, substituters, scheduler, &targets, mode)?
     };
     if exit_status != 0 {
         return Ok(exit_status);
@@ -257,12 +260,13 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
 fn print_plain(
     runtime: &tokio::runtime::Runtime,
     builder: Arc<Builder>,
+    substituters: RunSubstituters,
     scheduler: Scheduler,
     targets: &[Target],
     mode: BuildMode,
 ) -> Result<u8, AppError> {
     runtime.block_on(async move {
-        let executor = LocalExecutor::new(builder);
+        let executor = LocalExecutor::new(builder, substituters);
         let (driver, handle) = driver::driver(scheduler, executor, DriverOptions::default());
         let mut events = handle.subscribe(Delivery::Lossless { capacity: 1 << 16 });
         let printer = tokio::spawn(async move {

@@ -44,8 +44,11 @@ struct Counts {
 }
 
 /// Nix's error layout: `error: ` then the message, continuation lines indented to match.
+/// `error: MSG`, continuation lines indented under the message, each line without trailing
+/// white space (Nix's `showErrorInfo`).
 fn write_error(out: &mut dyn Write, msg: &str) -> io::Result<()> {
-    writeln!(out, "error: {}", msg.replace('\n', "\n       "))
+    let lines: Vec<&str> = msg.trim_end().split('\n').map(str::trim_end).collect();
+    writeln!(out, "error: {}", lines.join("\n       "))
 }
 
 /// A builder failure message without the tail of the build log (`;\nlast N log lines: …
@@ -159,6 +162,7 @@ impl PlainPrinter {
             EventKind::EdgeAdded { .. }
             | EventKind::StateChanged { .. }
             | EventKind::PhaseChanged { .. }
+            | EventKind::SubstitutionProgress { .. }
             | EventKind::Progress { .. } => {}
         }
         Ok(())
@@ -198,19 +202,17 @@ impl PlainPrinter {
         if status.success() {
             return Ok(());
         }
+        // Nix only debug-logs why a substitution goal ended without its path (the errors of
+        // its substituters were printed as they happened), unless the error ends the run.
+        let quiet = substitution && status != BuildStatus::MiscFailure;
+        let message = message.filter(|_| !quiet);
         if top {
             self.failed_tops.push((g, message.map(str::to_owned)));
             return Ok(());
         }
-        // Nix does not report substitution goals that found no substitute.
-        let quiet = substitution
-            && matches!(
-                status,
-                BuildStatus::NoSubstituters | BuildStatus::IncompleteClosure
-            );
         match message {
-            Some(msg) if !quiet => write_error(out, &self.shown(msg)),
-            _ => Ok(()),
+            Some(msg) => write_error(out, &self.shown(msg)),
+            None => Ok(()),
         }
     }
 

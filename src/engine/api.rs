@@ -346,6 +346,17 @@ pub enum EventKind {
         slot: u32,
         substituter: String,
     },
+    /// Bytes of a running substitution so far (sent as they come, and once complete when it
+    /// succeeds). `download_expected` is the narinfo's `FileSize`, when it has one.
+    SubstitutionProgress {
+        goal: GoalId,
+        download_done: u64,
+        download_expected: Option<u64>,
+        nar_done: u64,
+        nar_expected: u64,
+        /// The file being downloaded, when it comes over HTTP.
+        url: Option<String>,
+    },
     /// A line of a builder's output.
     LogLine {
         goal: GoalId,

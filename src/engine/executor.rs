@@ -5,28 +5,117 @@
 //! run started. [`LocalStoreView`] answers the scheduler's store questions from the store's
 //! database (and drover's, for cached failures).
 //!
-//! Substituters arrive with the binary-cache work: until then every query finds nothing.
+//! Substitution uses the run's [`RunSubstituters`]: a query is a task (answered from the
+//! run's narinfo cache, or looked up on tokio's blocking pool), a substitution is a task with
+//! a cancel flag that reports its bytes as it goes (at most every [`PROGRESS_EVERY`]) and
+//! then its outcome. Substituters' warnings (retries, disabled caches) become messages of
+//! the run.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::engine::api::{GoalId, LockHolder, Time};
+use crate::engine::api::{GoalId, Level, LockHolder, Time};
 use crate::engine::build::parsed::ParsedDrv;
 use crate::engine::build::{BuildEvent, Builder};
 use crate::engine::driver::Executor;
 use crate::engine::format::derivation::ByteSlice;
 use crate::engine::format::nar::hash_path;
-use crate::engine::format::{HashAlgo, StorePath};
+use crate::engine::format::{HashAlgo, StoreDir, StorePath};
 use crate::engine::scheduler::{
-    BuildOutcome, BuildRequest, DrvInfo, Effect, Input, StoreView, SubstituteAnswer,
-    SubstitutionOutcome, Ticket,
+    BuildOutcome, BuildRequest, DrvInfo, Effect, Input, StoreView, Ticket,
 };
+use crate::engine::settings::{Settings, SettingsError};
 use crate::engine::store::drover_db::DroverDb;
 use crate::engine::store::{LocalStore, PathLocks, TryLock};
+use crate::engine::substitute::cache::Transport;
+use crate::engine::substitute::{LogLevel, Logger, Progress, Substituters};
+
+/// How often a running substitution reports its bytes at most.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Where substituters' messages go: standard error (as `warning: …`) until an executor
+/// takes them into its run.
+#[derive(Clone, Default)]
+struct LogRoute(Arc<Mutex<Option<mpsc::UnboundedSender<Report>>>>);
+
+impl LogRoute {
+    fn logger(&self) -> Logger {
+        let route = self.clone();
+        Logger::new(move |level, text| {
+            let level = match level {
+                LogLevel::Warn => Level::Warn,
+                LogLevel::Error => Level::Error,
+            };
+            let sender = route.0.lock().unwrap_or_else(|e| e.into_inner());
+            match &*sender {
+                Some(tx) => {
+                    let _ = tx.send(Report::Input(Input::Message {
+                        level,
+                        text: text.to_owned(),
+                    }));
+                }
+                None if level == Level::Warn => eprintln!("warning: {text}"),
+                None => eprintln!("error: {text}"),
+            }
+        })
+    }
+
+    fn attach(&self, tx: mpsc::UnboundedSender<Report>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+}
+
+/// The binary caches a run substitutes from (`substituters`, opened), and where their
+/// messages go. Cheap to clone.
+#[derive(Clone)]
+pub struct RunSubstituters {
+    subs: Substituters,
+    route: LogRoute,
+}
+
+impl RunSubstituters {
+    /// Opens the caches the settings name for a store with `store_dir` (blocking: an HTTP
+    /// cache's `nix-cache-info` is fetched; one that cannot be opened is left out with a
+    /// warning on standard error). None with `substitute = false`.
+    pub fn open(
+        settings: &Settings,
+        store_dir: &StoreDir,
+    ) -> Result<RunSubstituters, SettingsError> {
+        let (mut config, warnings) = settings.substituter_config(store_dir)?;
+        let route = LogRoute::default();
+        config.log = route.logger();
+        for w in &warnings {
+            config.log.warn(w);
+        }
+        Ok(RunSubstituters {
+            subs: Substituters::open(config, store_dir),
+            route,
+        })
+    }
+
+    /// No caches at all.
+    pub fn none(store_dir: &StoreDir) -> RunSubstituters {
+        let config = crate::engine::substitute::SubstituterConfig::new(Vec::<String>::new());
+        RunSubstituters {
+            subs: Substituters::open(config, store_dir),
+            route: LogRoute::default(),
+        }
+    }
+
+    /// The scheduler's `substituters`.
+    pub fn uris(&self) -> Vec<String> {
+        self.subs.uris()
+    }
+
+    pub fn substituters(&self) -> &Substituters {
+        &self.subs
+    }
+}
 
 /// The scheduler's view of a [`LocalStore`].
 pub struct LocalStoreView {
@@ -64,7 +153,6 @@ impl LocalStoreView {
         });
     }
 
-    /// Forgets cached failures of these outputs.
     /// Remembers how long a successful build of `drv` took, for the ETAs of later runs
     /// (keyed by the derivation's name, as the TUI looks them up). A failure to record is
     /// not a build failure.
@@ -78,6 +166,7 @@ impl LocalStoreView {
         });
     }
 
+    /// Forgets cached failures of these outputs.
     pub fn clear_failure(&self, outputs: &[StorePath]) {
         self.with_drover_db(|db| {
             for p in outputs {
@@ -145,11 +234,31 @@ impl StoreView for LocalStoreView {
     }
 }
 
-/// What build tasks send back.
+/// The URL of the file an HTTP cache has for `path` (Nix's file transfer); `None` for
+/// another kind of cache.
+fn http_url(subs: &Substituters, path: &StorePath, sub: usize) -> Option<String> {
+    let cache = subs.cache(sub)?;
+    if !matches!(cache.transport(), Transport::Http(_)) {
+        return None;
+    }
+    let info = subs.narinfo(path, sub).ok()??;
+    Some(if info.url.contains("://") {
+        info.url.clone()
+    } else {
+        format!("{}/{}", cache.uri(), info.url)
+    })
+}
+
+/// What build and substitution tasks send back.
 enum Report {
     Input(Input),
-    /// The task of this build ended (after its last input).
+    /// The task of this build or substitution ended (after its last input).
     Done(Ticket),
+}
+
+struct RunningSubstitution {
+    cancel: Arc<AtomicBool>,
+    task: JoinHandle<()>,
 }
 
 struct RunningBuild {
@@ -168,12 +277,18 @@ pub struct LocalExecutor {
     rx: mpsc::UnboundedReceiver<Report>,
     builds: HashMap<Ticket, RunningBuild>,
     locks: HashMap<GoalId, PathLocks>,
+    subs: Substituters,
+    substitutions: HashMap<Ticket, RunningSubstitution>,
+    /// Narinfo lookups in flight (aborted at shutdown).
+    queries: tokio::task::JoinSet<()>,
 }
 
 impl LocalExecutor {
-    /// An executor building with `builder` on its store. Call within a tokio runtime.
-    pub fn new(builder: Arc<Builder>) -> LocalExecutor {
+    /// An executor building with `builder` on its store and substituting from `subs` (the
+    /// scheduler's `substituters` must be `subs.uris()`). Call within a tokio runtime.
+    pub fn new(builder: Arc<Builder>, subs: RunSubstituters) -> LocalExecutor {
         let (tx, rx) = mpsc::unbounded_channel();
+        subs.route.attach(tx.clone());
         LocalExecutor {
             view: LocalStoreView::new(builder.store().clone()),
             builder,
@@ -182,6 +297,9 @@ impl LocalExecutor {
             rx,
             builds: HashMap::new(),
             locks: HashMap::new(),
+            subs: subs.subs,
+            substitutions: HashMap::new(),
+            queries: tokio::task::JoinSet::new(),
         }
     }
 
@@ -189,17 +307,81 @@ impl LocalExecutor {
         &self.view
     }
 
-    /// Kills what still runs and waits until every build task has cleaned up.
+    /// Kills what still runs and waits until every build and substitution task has cleaned
+    /// up.
     pub async fn shutdown(&mut self) {
         for b in self.builds.values_mut() {
             if let Some(kill) = b.kill.take() {
                 let _ = kill.send(());
             }
         }
+        for s in self.substitutions.values() {
+            s.cancel.store(true, Ordering::Relaxed);
+        }
+        self.queries.abort_all();
         for (_, b) in self.builds.drain() {
             let _ = b.task.await;
         }
+        for (_, s) in self.substitutions.drain() {
+            let _ = s.task.await;
+        }
+        while self.queries.join_next().await.is_some() {}
         self.locks.clear();
+    }
+
+    fn query(&mut self, ticket: Ticket, path: StorePath, substituter: usize) {
+        let (subs, tx) = (self.subs.clone(), self.tx.clone());
+        self.queries.spawn(async move {
+            let answer = subs.query(path, substituter).await;
+            let _ = tx.send(Report::Input(Input::SubstituteInfo { ticket, answer }));
+        });
+    }
+
+    fn start_substitution(
+        &mut self,
+        ticket: Ticket,
+        path: StorePath,
+        substituter: usize,
+        repair: bool,
+    ) {
+        let (subs, tx) = (self.subs.clone(), self.tx.clone());
+        let store = self.builder.store().clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let progress_tx = tx.clone();
+        let mut last: Option<Instant> = None;
+        // Runs on the blocking thread of the substitution, where the narinfo lookup (cached
+        // by the query) may block.
+        let (url_subs, url_path) = (subs.clone(), path.clone());
+        let mut url: Option<Option<String>> = None;
+        let progress = move |p: Progress| {
+            let complete = p.nar_done >= p.nar_expected;
+            if !complete && last.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
+                return;
+            }
+            last = Some(Instant::now());
+            let url = url
+                .get_or_insert_with(|| http_url(&url_subs, &url_path, substituter))
+                .clone();
+            let _ = progress_tx.send(Report::Input(Input::SubstitutionProgress {
+                ticket,
+                download_done: p.download_done,
+                nar_done: p.nar_done,
+                url,
+            }));
+        };
+        let flag = cancel.clone();
+        let task = tokio::spawn(async move {
+            let outcome = subs
+                .substitute(store, path, substituter, repair, flag, progress)
+                .await;
+            let _ = tx.send(Report::Input(Input::SubstitutionFinished {
+                ticket,
+                outcome,
+            }));
+            let _ = tx.send(Report::Done(ticket));
+        });
+        self.substitutions
+            .insert(ticket, RunningSubstitution { cancel, task });
     }
 
     fn try_lock(&mut self, ticket: Ticket, paths: &[StorePath]) -> Input {
@@ -284,6 +466,7 @@ impl LocalExecutor {
             }
             Report::Done(ticket) => {
                 self.builds.remove(&ticket);
+                self.substitutions.remove(&ticket);
                 None
             }
         }
@@ -320,19 +503,22 @@ impl Executor for LocalExecutor {
                     let _ = kill.send(());
                 }
             }
-            Effect::QuerySubstitute { ticket, .. } => immediate.push(Input::SubstituteInfo {
+            Effect::QuerySubstitute {
                 ticket,
-                answer: SubstituteAnswer::NotFound,
-            }),
-            Effect::StartSubstitution { ticket, .. } => {
-                immediate.push(Input::SubstitutionFinished {
-                    ticket,
-                    outcome: SubstitutionOutcome::Failed {
-                        message: "drover cannot substitute yet".into(),
-                    },
-                })
+                path,
+                substituter,
+            } => self.query(ticket, path, substituter),
+            Effect::StartSubstitution {
+                ticket,
+                path,
+                substituter,
+                repair,
+            } => self.start_substitution(ticket, path, substituter, repair),
+            Effect::CancelSubstitution { ticket } => {
+                if let Some(s) = self.substitutions.get(&ticket) {
+                    s.cancel.store(true, Ordering::Relaxed);
+                }
             }
-            Effect::CancelSubstitution { .. } => {}
             Effect::CacheFailure { outputs, .. } => self.view.cache_failure(&outputs),
             Effect::ClearFailure { outputs } => self.view.clear_failure(&outputs),
         }

@@ -10,17 +10,36 @@
 //!
 //! Two defaults differ from Nix: `sandbox` is false (Nix: true on Linux; Debian's nix.conf
 //! sets it false too) and `build-users-group` is empty (build users are not supported yet;
-//! builds run as the calling user). `substituters` is read but not used yet.
+//! builds run as the calling user).
+//!
+//! Substitution: `substitute`, `substituters` (+ `extra-`), `trusted-public-keys` (+ `extra-`),
+//! `require-sigs`, `fallback`, the file-transfer settings (`http-connections`,
+//! `connect-timeout`, `download-attempts`, `stalled-download-timeout`) and
+//! `max-substitution-jobs` (from later Nix; unset, substitutions share the build slots as in
+//! Nix 2.8). Nix's default cache, `https://cache.nixos.org`, serves `/nix/store`: for a store
+//! with another store dir it is left out without asking it (Nix asks, then refuses it).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::engine::build::BuildSettings;
 use crate::engine::build::sandbox::SandboxSettings;
-use crate::engine::format::StoreDir;
+use crate::engine::format::{PublicKeys, StoreDir};
 use crate::engine::scheduler::Settings as SchedulerSettings;
+use crate::engine::substitute::{HttpOptions, SubstituterConfig};
+
+/// Nix's default `substituters`, its `trusted-public-keys`, and the store dir it serves.
+const DEFAULT_SUBSTITUTER: &str = "https://cache.nixos.org/";
+const DEFAULT_PUBLIC_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+const DEFAULT_STORE_DIR: &str = "/nix/store";
+
+/// Whether `uri` is Nix's default cache (whose `nix-cache-info` says `StoreDir: /nix/store`).
+fn is_default_cache(uri: &str) -> bool {
+    uri.split('?').next().map(|u| u.trim_end_matches('/')) == Some("https://cache.nixos.org")
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SettingsError {
@@ -61,6 +80,12 @@ pub struct Settings {
     pub timeout: u64,
     pub substitute: bool,
     pub substituters: Vec<String>,
+    /// `substituters` was set (not Nix's default).
+    pub substituters_set: bool,
+    pub trusted_public_keys: Vec<String>,
+    pub require_sigs: bool,
+    pub max_substitution_jobs: Option<u32>,
+    pub http: HttpOptions,
     pub poll_interval: u64,
     pub repeat: u32,
     pub enforce_determinism: bool,
@@ -100,10 +125,8 @@ const IGNORED: &[&str] = &[
     "darwin-log-sandbox-violations",
     "run-diff-hook",
     "diff-hook",
-    "trusted-public-keys",
     "secret-key-files",
     "tarball-ttl",
-    "require-sigs",
     "trusted-substituters",
     "trusted-users",
     "narinfo-cache-negative-ttl",
@@ -123,15 +146,10 @@ const IGNORED: &[&str] = &[
     "nar-buffer-size",
     "allow-symlinked-store",
     "trusted-binary-caches",
-    "binary-caches",
-    "binary-cache-public-keys",
     "show-trace",
     "warn-dirty",
     "flake-registry",
     "accept-flake-config",
-    "connect-timeout",
-    "http-connections",
-    "download-attempts",
     "restrict-eval",
     "pure-eval",
     "allow-import-from-derivation",
@@ -180,7 +198,12 @@ impl Default for Settings {
             max_silent_time: 0,
             timeout: 0,
             substitute: true,
-            substituters: vec!["https://cache.nixos.org/".to_owned()],
+            substituters: vec![DEFAULT_SUBSTITUTER.to_owned()],
+            substituters_set: false,
+            trusted_public_keys: vec![DEFAULT_PUBLIC_KEY.to_owned()],
+            require_sigs: true,
+            max_substitution_jobs: None,
+            http: HttpOptions::default(),
             poll_interval: 5,
             repeat: 0,
             enforce_determinism: true,
@@ -311,6 +334,9 @@ impl Settings {
         if let Some(list) = name.strip_prefix("extra-") {
             match list {
                 "substituters" | "binary-caches" => self.substituters.extend(words(value)),
+                "trusted-public-keys" | "binary-cache-public-keys" => {
+                    self.trusted_public_keys.extend(words(value))
+                }
                 "platforms" => self.extra_platforms.extend(words(value)),
                 "system-features" => self.system_features.extend(words(value)),
                 _ if IGNORED.contains(&list) => {}
@@ -334,7 +360,24 @@ impl Settings {
             }
             "timeout" | "build-timeout" => self.timeout = parse_num(name, value)?,
             "substitute" | "build-use-substitutes" => self.substitute = parse_bool(name, value)?,
-            "substituters" | "binary-caches" => self.substituters = words(value).collect(),
+            "substituters" | "binary-caches" => {
+                self.substituters = words(value).collect();
+                self.substituters_set = true;
+            }
+            "trusted-public-keys" | "binary-cache-public-keys" => {
+                self.trusted_public_keys = words(value).collect()
+            }
+            "require-sigs" => self.require_sigs = parse_bool(name, value)?,
+            "max-substitution-jobs" => self.max_substitution_jobs = Some(parse_num(name, value)?),
+            "http-connections" => self.http.connections = parse_num(name, value)?,
+            "connect-timeout" => {
+                let secs: u64 = parse_num(name, value)?;
+                self.http.connect_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+            }
+            "download-attempts" => self.http.attempts = parse_num(name, value)?,
+            "stalled-download-timeout" => {
+                self.http.stalled_timeout = Duration::from_secs(parse_num(name, value)?)
+            }
             "build-poll-interval" => self.poll_interval = parse_num(name, value)?,
             "repeat" | "build-repeat" => self.repeat = parse_num(name, value)?,
             "enforce-determinism" => self.enforce_determinism = parse_bool(name, value)?,
@@ -382,9 +425,10 @@ impl Settings {
             store_dir: store_dir.clone(),
             max_jobs: self.max_jobs,
             keep_going: self.keep_going,
+            max_substitution_jobs: self.max_substitution_jobs,
             try_fallback: self.fallback,
-            // Substitution arrives with the binary-cache work; until then builds only.
-            use_substitutes: false,
+            use_substitutes: self.substitute,
+            // The caches that could be opened: `Substituters::uris`.
             substituters: Vec::new(),
             poll_interval_ms: self.poll_interval * 1000,
             max_silent_time_ms: self.max_silent_time * 1000,
@@ -395,6 +439,42 @@ impl Settings {
             log_lines: self.log_lines,
             cache_failures: self.cache_failures,
         }
+    }
+
+    /// What the substituters read, for a store with `store_dir`, and the warnings about
+    /// caches left out. With `substitute = false` there are none (nothing is contacted).
+    pub fn substituter_config(
+        &self,
+        store_dir: &StoreDir,
+    ) -> Result<(SubstituterConfig, Vec<String>), SettingsError> {
+        let mut warnings = Vec::new();
+        let uris: Vec<&String> = if self.substitute {
+            self.substituters
+                .iter()
+                .filter(|uri| {
+                    let known = is_default_cache(uri) && store_dir.as_str() != DEFAULT_STORE_DIR;
+                    if known && self.substituters_set {
+                        warnings.push(format!(
+                            "binary cache '{}' is for Nix stores with prefix \
+                             '{DEFAULT_STORE_DIR}', not '{}'",
+                            uri.trim_end_matches('/'),
+                            store_dir.as_str()
+                        ));
+                    }
+                    !known
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let keys = self.trusted_public_keys.join(" ");
+        let mut config = SubstituterConfig::new(uris);
+        config.trusted_public_keys = PublicKeys::parse_list(&keys)
+            .map_err(|e| bad("trusted-public-keys", &keys, &e.to_string()))?;
+        config.require_sigs = self.require_sigs;
+        config.try_fallback = self.fallback;
+        config.http = self.http.clone();
+        Ok((config, warnings))
     }
 
     /// What the builds read. `build_dir` defaults to `$TMPDIR` (or `/tmp`), with symlinks
@@ -492,5 +572,67 @@ mod tests {
         assert!(b.sandbox.paths.contains("/bin/sh=/bin/busybox"));
         assert!(t.check_supported().is_ok());
         assert!(parse_max_jobs("auto").unwrap() >= 1);
+    }
+
+    #[test]
+    fn substitution_settings_and_the_default_cache() {
+        let nix = StoreDir::new("/nix/store").unwrap();
+        let other = StoreDir::new("/tmp/x/store").unwrap();
+        let s = Settings::default();
+        assert!(s.substitute && s.require_sigs);
+        let (config, warnings) = s.substituter_config(&nix).unwrap();
+        assert_eq!(config.substituters, [DEFAULT_SUBSTITUTER]);
+        assert!(
+            config
+                .trusted_public_keys
+                .get("cache.nixos.org-1")
+                .is_some()
+        );
+        assert!(warnings.is_empty());
+        // Another store dir: Nix's default cache is left out without asking it.
+        let (config, warnings) = s.substituter_config(&other).unwrap();
+        assert!(config.substituters.is_empty() && warnings.is_empty());
+        let sched = s.scheduler_settings(&nix);
+        assert!(sched.use_substitutes && sched.max_substitution_jobs.is_none());
+
+        let mut t = Settings::default();
+        t.set("substituters", "https://cache.nixos.org file:///a")
+            .unwrap();
+        t.set("extra-substituters", "file:///b").unwrap();
+        t.set(
+            "extra-trusted-public-keys",
+            "k-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .unwrap();
+        t.set("require-sigs", "false").unwrap();
+        t.set("max-substitution-jobs", "4").unwrap();
+        t.set("http-connections", "3").unwrap();
+        t.set("connect-timeout", "2").unwrap();
+        t.set("fallback", "true").unwrap();
+        assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+        let (config, warnings) = t.substituter_config(&other).unwrap();
+        assert_eq!(config.substituters, ["file:///a", "file:///b"]);
+        assert_eq!(
+            warnings,
+            [
+                "binary cache 'https://cache.nixos.org' is for Nix stores with prefix \
+              '/nix/store', not '/tmp/x/store'"
+            ]
+        );
+        assert_eq!(config.trusted_public_keys.len(), 2);
+        assert!(!config.require_sigs && config.try_fallback);
+        assert_eq!(config.http.connections, 3);
+        assert_eq!(config.http.connect_timeout, Some(Duration::from_secs(2)));
+        let sched = t.scheduler_settings(&nix);
+        assert_eq!(sched.max_substitution_jobs, Some(4));
+        assert!(sched.try_fallback);
+
+        // `substitute = false`: no cache is opened at all.
+        t.set("substitute", "false").unwrap();
+        let (config, _) = t.substituter_config(&nix).unwrap();
+        assert!(config.substituters.is_empty());
+        assert!(!t.scheduler_settings(&nix).use_substitutes);
+        t.set("trusted-public-keys", "garbage").unwrap();
+        assert!(t.substituter_config(&nix).is_err());
     }
 }

@@ -167,6 +167,7 @@ impl TestStore {
             .env("HOME", root.join("home"))
             .env("XDG_CONFIG_HOME", root.join("conf"))
             .env("NIX_CONF_DIR", root.join("conf"));
+        cmd.args(self.offline());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -179,6 +180,16 @@ impl TestStore {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Options that keep a build offline: a store with the store dir `/nix/store` would use
+    /// Nix's default cache, https://cache.nixos.org (another store dir never does).
+    pub fn offline(&self) -> Vec<&'static str> {
+        if self.store.store_dir().as_str() == "/nix/store" {
+            vec!["--option", "substituters", ""]
+        } else {
+            Vec::new()
         }
     }
 

@@ -25,6 +25,8 @@ struct Goal {
     act: Option<u64>,
     /// The actCopyPath under an actSubstitute.
     copy: Option<u64>,
+    /// The actFileTransfer under that actCopyPath (an HTTP cache's NAR download).
+    transfer: Option<u64>,
     /// The actBuildWaiting of a lock or build-user wait.
     waiting: Option<u64>,
 }
@@ -44,7 +46,7 @@ pub struct NixJsonEmitter {
     download_expected: u64,
     nar_expected: u64,
     /// Failed top-level goals, reported when the run ends (as Nix's `buildPaths` does).
-    failed_tops: Vec<(GoalId, String)>,
+    failed_tops: Vec<(GoalId, Option<String>)>,
 }
 
 /// Nix's verbosity number.
@@ -189,6 +191,36 @@ impl NixJsonEmitter {
                 }
             }
             EventKind::Progress { progress } => self.progress(progress, ids, w)?,
+            EventKind::SubstitutionProgress {
+                goal,
+                download_done,
+                download_expected,
+                url: Some(url),
+                ..
+            } => {
+                let g = self.goal(*goal);
+                if let Some(copy) = g.copy {
+                    let id = match g.transfer {
+                        Some(id) => id,
+                        None => {
+                            let id = self.new_id();
+                            let text = format!("downloading '{url}'");
+                            let fields = [Field::Str(url.as_str().into())];
+                            w.start(id, 4, activity::FILE_TRANSFER, &text, copy, &fields)?;
+                            self.goal(*goal).transfer = Some(id);
+                            id
+                        }
+                    };
+                    let fields = [
+                        Field::Int(*download_done),
+                        Field::Int(download_expected.unwrap_or(0)),
+                        Field::Int(0),
+                        Field::Int(0),
+                    ];
+                    w.result(id, result::PROGRESS, &fields)?;
+                }
+            }
+            EventKind::SubstitutionProgress { url: None, .. } => {}
             EventKind::GoalDone {
                 goal,
                 status,
@@ -294,11 +326,12 @@ impl NixJsonEmitter {
         w: &mut RecordWriter,
     ) -> io::Result<()> {
         self.stop_waiting(g, w)?;
-        let (act, copy, top, substitution) = {
+        let (act, copy, transfer, top, substitution) = {
             let goal = self.goal(g);
             (
                 goal.act.take(),
                 goal.copy.take(),
+                goal.transfer.take(),
                 goal.top,
                 goal.substitution,
             )
@@ -321,17 +354,19 @@ impl NixJsonEmitter {
                 w.result(id, result::PROGRESS, &fields)?;
             }
         }
-        let quiet = substitution
-            && matches!(
-                status,
-                BuildStatus::NoSubstituters | BuildStatus::IncompleteClosure
-            );
-        if let Some(msg) = message.filter(|_| !status.success() && !quiet) {
+        // Nix only debug-logs why a substitution goal ended without its path, unless the
+        // error ends the run.
+        let quiet = substitution && status != BuildStatus::MiscFailure;
+        if !status.success() {
+            let message = message.filter(|_| !quiet);
             if top {
-                self.failed_tops.push((g, msg.to_owned()));
-            } else {
+                self.failed_tops.push((g, message.map(str::to_owned)));
+            } else if let Some(msg) = message {
                 w.msg_ei(level_number(Level::Error), msg)?;
             }
+        }
+        if let Some(id) = transfer {
+            w.stop(id)?;
         }
         if let Some(id) = copy {
             w.stop(id)?;
@@ -349,7 +384,14 @@ impl NixJsonEmitter {
             .goals
             .iter_mut()
             .flatten()
-            .flat_map(|g| [g.waiting.take(), g.copy.take(), g.act.take()])
+            .flat_map(|g| {
+                [
+                    g.waiting.take(),
+                    g.transfer.take(),
+                    g.copy.take(),
+                    g.act.take(),
+                ]
+            })
             .flatten()
             .collect();
         for id in open {
@@ -360,10 +402,10 @@ impl NixJsonEmitter {
         w.stop(ids[0])?;
         self.run = None;
         let failed = std::mem::take(&mut self.failed_tops);
-        for (_, msg) in &failed {
+        for msg in failed.iter().filter_map(|(_, m)| m.as_deref()) {
             w.msg_ei(level_number(Level::Error), msg)?;
         }
-        if failed.len() > 1 {
+        if failed.len() > 1 || failed.first().is_some_and(|(_, m)| m.is_none()) {
             const SHOWN: usize = 10;
             let mut paths: Vec<String> = failed
                 .iter()

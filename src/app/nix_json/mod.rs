@@ -217,7 +217,11 @@ impl RecordWriter<'_> {
         let indent = format!("\n{}", " ".repeat(prefix.len() + 2));
         let msg = format!(
             "{colour}{prefix}:{ANSI_NORMAL} {}",
-            raw.trim_end_matches('\n').replace('\n', &indent)
+            raw.trim_end()
+                .split('\n')
+                .map(str::trim_end)
+                .collect::<Vec<_>>()
+                .join(&indent)
         );
         write!(
             self.out,

@@ -132,3 +132,109 @@ fn fields_are_integers_or_strings_only() {
     let r: Record = serde_json::from_str(r#"{"action":"stop","id":18446744073709551615}"#).unwrap();
     assert_eq!(r.id, u64::MAX);
 }
+
+/// The activities of the substitutions from an HTTP cache, as (action, type, text, fields),
+/// in order: actSubstitute, actCopyPath, actFileTransfer and their stops, and the
+/// transfer's last progress (the narinfo transfers of the queries before are left out).
+fn substitution_shape(log: &str) -> Vec<String> {
+    let mut names: std::collections::HashMap<u64, u64> = Default::default();
+    let mut shape = Vec::new();
+    let mut last_progress: std::collections::HashMap<u64, String> = Default::default();
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line.strip_prefix(PREFIX).unwrap()).unwrap();
+        let id = v["id"].as_u64().unwrap_or(0);
+        match v["action"].as_str().unwrap() {
+            "start" => {
+                let t = v["type"].as_u64().unwrap();
+                if t == 108 || (!names.is_empty() && [100, 101].contains(&t)) {
+                    names.insert(id, t);
+                    shape.push(format!(
+                        "start {t} {} {} level {}",
+                        v["text"], v["fields"], v["level"]
+                    ));
+                }
+            }
+            "result" if names.get(&id) == Some(&101) => {
+                last_progress.insert(id, format!("progress {}", v["fields"]));
+            }
+            "stop" => {
+                if let Some(t) = names.get(&id) {
+                    if let Some(p) = last_progress.remove(&id) {
+                        shape.push(p);
+                    }
+                    shape.push(format!("stop {t}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    shape
+}
+
+#[test]
+fn http_substitutions_have_nixs_activities_and_transfer_progress() {
+    use crate::engine::api::{BuildStatus, Event, EventKind, GoalId, GoalKind, Time};
+    let nix = include_str!("../../../tests/fixtures/internal-json/substitute-http.log");
+    let cache = "http://127.0.0.1:18731";
+    let paths = [
+        (
+            "/nix/store/cypfpph2dy8vw9wbhig5abx7b1536mad-exp-dep",
+            "nar/00kjynz8n03652qccs76ivsvark3pr3dfr6w1ba3x7bx83kcknvv.nar",
+            120,
+        ),
+        (
+            "/nix/store/nx1wv9blsfcvvvjs7i5s3wx8ijyc2np5-exp-root",
+            "nar/02q2ra7pclv75gs4bin2zdlxl8qgy8zw4g2i568ghfd50h6dzx26.nar",
+            176,
+        ),
+    ];
+    let mut kinds = Vec::new();
+    for (i, (path, nar, size)) in paths.iter().enumerate() {
+        let goal = GoalId(i as u32);
+        kinds.push(EventKind::GoalAdded {
+            goal,
+            kind: GoalKind::Substitution {
+                path: (*path).into(),
+                repair: false,
+            },
+            name: path.rsplit('-').next().unwrap().into(),
+            top: false,
+        });
+        kinds.push(EventKind::SubstitutionStarted {
+            goal,
+            slot: 0,
+            substituter: cache.into(),
+        });
+        for done in [size / 2, *size] {
+            kinds.push(EventKind::SubstitutionProgress {
+                goal,
+                download_done: done,
+                download_expected: Some(*size),
+                nar_done: done,
+                nar_expected: *size,
+                url: Some(format!("{cache}/{nar}")),
+            });
+        }
+        kinds.push(EventKind::GoalDone {
+            goal,
+            status: BuildStatus::Substituted,
+            message: None,
+            times: Default::default(),
+        });
+    }
+    let mut emitter = NixJsonEmitter::new(1);
+    let mut out = Vec::new();
+    for (seq, kind) in kinds.into_iter().enumerate() {
+        let e = Event {
+            seq: seq as u64,
+            time: Time(seq as u64),
+            kind,
+        };
+        emitter.event(&e, &mut out).unwrap();
+    }
+    let ours = String::from_utf8(out).unwrap();
+    let shape = substitution_shape(nix);
+    assert_eq!(shape.len(), 14, "{shape:#?}");
+    assert_eq!(substitution_shape(&ours), shape);
+}

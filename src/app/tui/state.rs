@@ -126,6 +126,8 @@ pub struct Goal {
     pub log: Option<Box<LogRing>>,
     /// How often it was reopened (retried).
     pub reopened: u32,
+    /// A running substitution's bytes: downloaded so far, and the file size when known.
+    pub download: Option<(u64, Option<u64>)>,
 }
 
 impl Goal {
@@ -151,7 +153,15 @@ impl Goal {
             expected_ms: None,
             log: None,
             reopened: 0,
+            download: None,
         }
+    }
+
+    /// A running substitution's download rate so far, bytes per second.
+    pub fn download_rate(&self, now: Time) -> Option<u64> {
+        let (done, _) = self.download?;
+        let ms = self.elapsed(now)?.max(1);
+        Some(done.saturating_mul(1000) / ms)
     }
 
     /// The builder's exit code or signal, from Nix's failure message
@@ -465,6 +475,7 @@ impl ViewState {
                 let g = self.ensure(goal.0);
                 g.started = Some(e.time);
                 g.stopped = None;
+                g.download = None;
                 let slot = *slot as usize;
                 if self.substitution_slots.len() <= slot {
                     self.substitution_slots.resize(slot + 1, None);
@@ -483,6 +494,12 @@ impl ViewState {
                 }
             }
             EventKind::Progress { progress } => self.progress = *progress,
+            EventKind::SubstitutionProgress {
+                goal,
+                download_done,
+                download_expected,
+                ..
+            } => self.ensure(goal.0).download = Some((*download_done, *download_expected)),
             EventKind::GoalDone {
                 goal,
                 status,

@@ -28,7 +28,7 @@ use super::state::{Category, Goal, RunPhase};
 use super::tree::matches;
 use super::ui::{Confirm, Editing, LogLines, LogView, Pane, Ui};
 use super::widgets::{
-    Writer, duration, icon, short_duration, short_path, short_phase, status_word,
+    Writer, duration, icon, short_bytes, short_duration, short_path, short_phase, status_word,
 };
 
 /// The smallest screen the full layout needs.
@@ -472,13 +472,24 @@ fn draw_side(ui: &mut Ui, now: Time, area: Rect, buf: &mut Buffer) {
         let mut w = Writer::new(buf, inner, y);
         w.text("   ↓ ", t.category(Category::Substituting));
         w.text(&pad(&goal.name, name_width), Style::new()).skip(1);
-        w.text(
-            &format!(
-                "{:>6}  from {from}",
-                duration(goal.elapsed(now).unwrap_or(0))
-            ),
-            t.dim(),
-        );
+        match goal.download {
+            // Bytes and rate instead of the time: the slots pane is narrow.
+            Some((done, expected)) => {
+                let total = expected.map_or(String::new(), |e| format!("/{}", short_bytes(e)));
+                let rate = short_bytes(goal.download_rate(now).unwrap_or(0));
+                w.text(
+                    &format!("{}{total} {rate}/s", short_bytes(done)),
+                    Style::new(),
+                );
+            }
+            None => {
+                w.text(
+                    &format!("{:>6}", duration(goal.elapsed(now).unwrap_or(0))),
+                    t.dim(),
+                );
+            }
+        }
+        w.text(&format!("  from {from}"), t.dim());
         if cursor == Some(side.slots.len() + k) {
             buf.set_style(
                 Rect::new(inner.x, inner.y + y, inner.width, 1),

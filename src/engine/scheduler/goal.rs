@@ -525,15 +525,24 @@ impl Scheduler {
             }
             GoalData::Subst(s) => {
                 p.substitutions.expected -= 1;
-                p.nar.expected -= s.expected_nar;
-                p.download.expected -= s.expected_download;
+                // Bytes not done yet count as done when it was substituted; otherwise its bytes
+                // leave the counters.
+                let nar_remaining = s.expected_nar.saturating_sub(s.nar_done);
+                let download_remaining = s.expected_download.saturating_sub(s.download_done);
+                p.nar.expected -= nar_remaining;
+                p.download.expected -= download_remaining;
                 if status == BuildStatus::Substituted {
                     p.substitutions.done += 1;
-                    p.nar.done += s.expected_nar;
-                    p.download.done += s.expected_download;
+                    p.nar.done += nar_remaining;
+                    p.download.done += download_remaining;
+                } else {
+                    p.nar.done -= s.nar_done;
+                    p.download.done -= s.download_done;
                 }
                 s.expected_nar = 0;
                 s.expected_download = 0;
+                s.nar_done = 0;
+                s.download_done = 0;
                 s.started
             }
         }

@@ -232,6 +232,7 @@ impl Scheduler {
         match input {
             Input::Tick => {}
             Input::Command(c) => self.command(store, c),
+            Input::Message { level, text } => self.message(level, text, None),
             answer => self.answer(store, answer),
         }
         self.check_timeouts();
@@ -535,7 +536,10 @@ impl Scheduler {
             return false;
         }
         let mut granted = false;
-        while let Some((g, slot)) = self.queues.next_grant(self.settings.max_jobs) {
+        while let Some((g, slot)) = self
+            .queues
+            .next_grant(self.settings.max_jobs, self.settings.max_substitution_jobs)
+        {
             granted = true;
             match self.goal(g).data {
                 GoalData::Drv(_) => self.drv_slot_granted(g, slot),
@@ -676,6 +680,16 @@ impl Scheduler {
             (Input::SubstituteInfo { answer, .. }, _, Some(SubstState::Querying)) => {
                 self.subst_info(g, answer)
             }
+            (
+                Input::SubstitutionProgress {
+                    download_done,
+                    nar_done,
+                    url,
+                    ..
+                },
+                _,
+                Some(SubstState::Running),
+            ) => self.subst_progress(g, download_done, nar_done, url),
             (Input::SubstitutionFinished { outcome, .. }, _, Some(SubstState::Running)) => {
                 self.subst_finished(g, outcome)
             }

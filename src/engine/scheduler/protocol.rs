@@ -5,7 +5,7 @@
 //! keeps only its current ticket, so answers to something it gave up on (a build it killed, a
 //! lock attempt made before it was cancelled) are recognised and ignored.
 
-use crate::engine::api::{BuildMode, Command, GoalId, LockHolder};
+use crate::engine::api::{BuildMode, Command, GoalId, Level, LockHolder};
 use crate::engine::format::StorePath;
 
 /// Names one request of one goal.
@@ -224,9 +224,23 @@ pub enum Input {
         ticket: Ticket,
         answer: SubstituteAnswer,
     },
+    /// Bytes of a running substitution so far (cumulative). The driver may send as few as
+    /// it likes; the last one before [`Input::SubstitutionFinished`] need not be complete.
+    SubstitutionProgress {
+        ticket: Ticket,
+        download_done: u64,
+        nar_done: u64,
+        /// The file being downloaded, when it comes over HTTP (Nix's file transfer).
+        url: Option<String>,
+    },
     SubstitutionFinished {
         ticket: Ticket,
         outcome: SubstitutionOutcome,
+    },
+    /// Something the driver's machinery wants the user to see (a substituter's warning).
+    Message {
+        level: Level,
+        text: String,
     },
 }
 
@@ -234,7 +248,7 @@ impl Input {
     /// The ticket an answer echoes.
     pub fn ticket(&self) -> Option<Ticket> {
         match self {
-            Input::Tick | Input::Command(_) => None,
+            Input::Tick | Input::Command(_) | Input::Message { .. } => None,
             Input::LocksAcquired { ticket }
             | Input::LocksBusy { ticket, .. }
             | Input::NoBuildUser { ticket }
@@ -244,6 +258,7 @@ impl Input {
             | Input::BuildNote { ticket, .. }
             | Input::BuildFinished { ticket, .. }
             | Input::SubstituteInfo { ticket, .. }
+            | Input::SubstitutionProgress { ticket, .. }
             | Input::SubstitutionFinished { ticket, .. } => Some(*ticket),
         }
     }

@@ -35,6 +35,9 @@ pub(super) struct SlotQueues {
     local_builds: BTreeSet<QueueKey>,
     /// Slots in use (Nix's `nrLocalBuilds`: builds and substitutions).
     in_use: u32,
+    /// Slots in use by substitutions that have their own slots (`max-substitution-jobs`);
+    /// not part of `in_use`.
+    own_slots: BTreeSet<u32>,
     free: BTreeSet<u32>,
     next: u32,
 }
@@ -84,36 +87,53 @@ impl SlotQueues {
 
     /// The next goal that may take a slot, with the slot. Substitutions may always use one
     /// slot even with `max_jobs = 0`; a local-only build may run with `max_jobs = 0` when no
-    /// slot is in use (Nix's `tryToBuild`).
-    pub(super) fn next_grant(&mut self, max_jobs: u32) -> Option<(GoalId, u32)> {
-        let key = if !self.substitutions.is_empty() && self.in_use < max_jobs.max(1) {
-            self.substitutions.pop_first()
+    /// slot is in use (Nix's `tryToBuild`). With `max_substitutions`, substitutions use up to
+    /// that many slots (at least one) of their own instead of the build slots. Slot numbers
+    /// are unique among all slots in use.
+    pub(super) fn next_grant(
+        &mut self,
+        max_jobs: u32,
+        max_substitutions: Option<u32>,
+    ) -> Option<(GoalId, u32)> {
+        let subst_fits = match max_substitutions {
+            Some(n) => (self.own_slots.len() as u32) < n.max(1),
+            None => self.in_use < max_jobs.max(1),
+        };
+        let (key, own) = if !self.substitutions.is_empty() && subst_fits {
+            (self.substitutions.pop_first(), max_substitutions.is_some())
         } else if !self.builds.is_empty() && self.in_use < max_jobs {
             let key = self.builds.pop_first();
             if let Some(k) = &key {
                 self.local_builds.remove(k);
             }
-            key
+            (key, false)
         } else if max_jobs == 0 && self.in_use == 0 && !self.local_builds.is_empty() {
             let key = self.local_builds.pop_first();
             if let Some(k) = &key {
                 self.builds.remove(k);
             }
-            key
+            (key, false)
         } else {
-            None
-        }?;
-        self.in_use += 1;
+            (None, false)
+        };
+        let key = key?;
         let slot = self.free.pop_first().unwrap_or_else(|| {
             self.next += 1;
             self.next - 1
         });
+        if own {
+            self.own_slots.insert(slot);
+        } else {
+            self.in_use += 1;
+        }
         Some((key.goal, slot))
     }
 
     /// Nix's `childTerminated`: the slot is free again.
     pub(super) fn release(&mut self, slot: u32) {
-        self.in_use -= 1;
+        if !self.own_slots.remove(&slot) {
+            self.in_use -= 1;
+        }
         self.free.insert(slot);
     }
 }
@@ -142,11 +162,11 @@ mod tests {
         q.push_build(key(1, "zlib.drv", 1, 1), false);
         q.push_build(key(1, "bash.drv", 1, 2), false);
         q.push_subst(key(0, "zzz", 1, 3));
-        assert_eq!(q.next_grant(2), Some((GoalId(3), 0)));
-        assert_eq!(q.next_grant(2), Some((GoalId(2), 1)));
-        assert_eq!(q.next_grant(2), None);
+        assert_eq!(q.next_grant(2, None), Some((GoalId(3), 0)));
+        assert_eq!(q.next_grant(2, None), Some((GoalId(2), 1)));
+        assert_eq!(q.next_grant(2, None), None);
         q.release(0);
-        assert_eq!(q.next_grant(2), Some((GoalId(1), 0)));
+        assert_eq!(q.next_grant(2, None), Some((GoalId(1), 0)));
     }
 
     #[test]
@@ -154,13 +174,41 @@ mod tests {
         let mut q = SlotQueues::default();
         q.push_build(key(1, "a.drv", 1, 1), false);
         q.push_build(key(1, "b.drv", 1, 2), true);
-        assert_eq!(q.next_grant(0), Some((GoalId(2), 0)));
-        assert_eq!(q.next_grant(0), None);
+        assert_eq!(q.next_grant(0, None), Some((GoalId(2), 0)));
+        assert_eq!(q.next_grant(0, None), None);
         q.release(0);
-        assert_eq!(q.next_grant(0), None);
+        assert_eq!(q.next_grant(0, None), None);
         q.push_subst(key(0, "s", 1, 3));
-        assert_eq!(q.next_grant(0), Some((GoalId(3), 0)));
+        assert_eq!(q.next_grant(0, None), Some((GoalId(3), 0)));
         assert_eq!(q.queued_builds(), vec![GoalId(1)]);
+    }
+
+    #[test]
+    fn substitutions_with_their_own_slots_leave_the_build_slots_to_builds() {
+        let mut q = SlotQueues::default();
+        for i in 0..4 {
+            q.push_subst(key(0, "s", i, u32::from(i)));
+        }
+        q.push_build(key(1, "a.drv", 1, 10), false);
+        q.push_build(key(1, "b.drv", 1, 11), false);
+        // Two substitution slots and one build slot, numbered apart.
+        assert_eq!(q.next_grant(1, Some(2)), Some((GoalId(0), 0)));
+        assert_eq!(q.next_grant(1, Some(2)), Some((GoalId(1), 1)));
+        assert_eq!(q.next_grant(1, Some(2)), Some((GoalId(10), 2)));
+        assert_eq!(q.next_grant(1, Some(2)), None);
+        assert_eq!(q.in_use(), 1);
+        q.release(0);
+        assert_eq!(q.next_grant(1, Some(2)), Some((GoalId(2), 0)));
+        assert_eq!(q.next_grant(1, Some(2)), None);
+        q.release(2);
+        assert_eq!(q.in_use(), 0);
+        assert_eq!(q.next_grant(1, Some(2)), Some((GoalId(11), 2)));
+        // max-jobs 0 and max-substitution-jobs 0 still run one substitution.
+        let mut q = SlotQueues::default();
+        q.push_subst(key(0, "s", 1, 1));
+        q.push_subst(key(0, "s", 2, 2));
+        assert_eq!(q.next_grant(0, Some(0)), Some((GoalId(1), 0)));
+        assert_eq!(q.next_grant(0, Some(0)), None);
     }
 
     #[test]
@@ -169,6 +217,6 @@ mod tests {
         let mut q = SlotQueues::default();
         q.push_build(key(1, "foo.drv", 0, 1), false);
         q.push_build(key(1, "foo-bar.drv", 9, 2), false);
-        assert_eq!(q.next_grant(1).map(|g| g.0), Some(GoalId(2)));
+        assert_eq!(q.next_grant(1, None).map(|g| g.0), Some(GoalId(2)));
     }
 }

@@ -9,6 +9,9 @@ pub struct Settings {
     /// `max-jobs`: build slots, shared by builds and substitutions (substitutions always get
     /// at least one).
     pub max_jobs: u32,
+    /// `max-substitution-jobs` (later Nix): substitutions get this many slots of their own,
+    /// apart from the build slots. `None` is Nix 2.8: they share the build slots.
+    pub max_substitution_jobs: Option<u32>,
     /// `keep-going`: a failure does not stop the other goals.
     pub keep_going: bool,
     /// `fallback`: build when a substitute fails to download.
@@ -41,6 +44,7 @@ impl Default for Settings {
         Settings {
             store_dir: StoreDir::new("/nix/store").expect("valid store dir"),
             max_jobs: 1,
+            max_substitution_jobs: None,
             keep_going: false,
             try_fallback: false,
             use_substitutes: true,

@@ -43,6 +43,11 @@ pub(super) struct SubstGoal {
     /// Its share of the expected NAR / download bytes in the progress counters.
     pub expected_nar: u64,
     pub expected_download: u64,
+    /// Bytes of the running substitution so far (counted as done in the progress counters).
+    pub nar_done: u64,
+    pub download_done: u64,
+    /// The file being downloaded over HTTP, once known.
+    pub url: Option<String>,
 }
 
 impl SubstGoal {
@@ -59,6 +64,9 @@ impl SubstGoal {
             started: None,
             expected_nar: 0,
             expected_download: 0,
+            nar_done: 0,
+            download_done: 0,
+            url: None,
         }
     }
 
@@ -242,12 +250,82 @@ impl Scheduler {
         self.mark_dirty(g);
     }
 
+    /// Bytes of the running substitution: what is new counts as done (never more than the
+    /// narinfo announced, never going back).
+    pub(super) fn subst_progress(
+        &mut self,
+        g: GoalId,
+        download_done: u64,
+        nar_done: u64,
+        url: Option<String>,
+    ) {
+        let s = self.subst_mut(g);
+        if url.is_some() {
+            s.url = url;
+        }
+        let nar = nar_done.clamp(s.nar_done, s.expected_nar.max(s.nar_done));
+        let download = if s.expected_download > 0 {
+            download_done.clamp(s.download_done, s.expected_download.max(s.download_done))
+        } else {
+            download_done.max(s.download_done)
+        };
+        self.count_bytes(g, download, nar);
+    }
+
+    /// Sets the goal's done bytes, moving the difference between expected and done in the
+    /// run's counters (internally `expected` counts what is not done yet).
+    fn count_bytes(&mut self, g: GoalId, download: u64, nar: u64) {
+        let s = self.subst_mut(g);
+        if (download, nar) == (s.download_done, s.nar_done) {
+            return;
+        }
+        let nar_remaining = s.expected_nar.saturating_sub(s.nar_done);
+        let download_remaining = s.expected_download.saturating_sub(s.download_done);
+        let (nar_delta, download_delta) = (nar - s.nar_done, download - s.download_done);
+        s.nar_done = nar;
+        s.download_done = download;
+        let event = EventKind::SubstitutionProgress {
+            goal: g,
+            download_done: download,
+            download_expected: (s.expected_download > 0).then_some(s.expected_download),
+            nar_done: nar,
+            nar_expected: s.expected_nar,
+            url: s.url.clone(),
+        };
+        self.progress.nar.done += nar_delta;
+        self.progress.nar.expected -= nar_delta.min(nar_remaining);
+        self.progress.download.done += download_delta;
+        self.progress.download.expected -= download_delta.min(download_remaining);
+        self.emit(event);
+    }
+
+    /// Takes the goal's bytes out of the run's counters (it stopped or failed).
+    fn forget_bytes(&mut self, g: GoalId) {
+        let s = self.subst_mut(g);
+        let nar_remaining = s.expected_nar.saturating_sub(s.nar_done);
+        let download_remaining = s.expected_download.saturating_sub(s.download_done);
+        let (nar_done, download_done) = (s.nar_done, s.download_done);
+        s.expected_nar = 0;
+        s.expected_download = 0;
+        s.nar_done = 0;
+        s.download_done = 0;
+        s.url = None;
+        self.progress.nar.expected -= nar_remaining;
+        self.progress.download.expected -= download_remaining;
+        self.progress.nar.done -= nar_done;
+        self.progress.download.done -= download_done;
+    }
+
     pub(super) fn subst_finished(&mut self, g: GoalId, outcome: SubstitutionOutcome) {
         self.ticket_done(g);
         self.progress.substitutions.running -= 1;
         self.release_slot(g);
         let failure = match outcome {
             SubstitutionOutcome::Success => {
+                let s = self.subst(g);
+                let download = s.expected_download.max(s.download_done);
+                let nar = s.expected_nar.max(s.nar_done);
+                self.count_bytes(g, download, nar);
                 let path = self.subst(g).path.clone();
                 self.mark_contents_good(vec![path]);
                 return self.finish(g, BuildStatus::Substituted, None);
@@ -256,15 +334,10 @@ impl Scheduler {
             SubstitutionOutcome::Failed { message } => (message, true),
         };
         self.message(Level::Error, failure.0, Some(g));
+        self.forget_bytes(g);
         let s = self.subst_mut(g);
         s.substituter_failed |= failure.1;
-        let (nar, download) = (
-            std::mem::take(&mut s.expected_nar),
-            std::mem::take(&mut s.expected_download),
-        );
         s.state = SubstState::TryNext;
-        self.progress.nar.expected -= nar;
-        self.progress.download.expected -= download;
         self.wake(g);
     }
 

@@ -1615,3 +1615,115 @@ fn substituters_are_tried_in_order() {
     assert_eq!(t.status("app"), Some(BuildStatus::Substituted));
     assert!(t.messages().contains(&"the substitute is gone".to_string()));
 }
+
+#[test]
+fn substitution_bytes_count_as_they_come_and_end_at_the_nar_size() {
+    let mut store = MemStore::default();
+    store.add("app", &[]);
+    store.add("other", &[]);
+    let mut t = T::new(
+        store,
+        Settings {
+            max_jobs: 2,
+            keep_going: true,
+            ..subst_settings()
+        },
+    );
+    t.start(&["app", "other"]);
+    t.answer_queries(|_| found(vec![]));
+    let running = t.take(|e| matches!(e, Effect::StartSubstitution { .. }));
+    let tickets: Vec<(Ticket, StorePath)> = running
+        .into_iter()
+        .map(|e| match e {
+            Effect::StartSubstitution { ticket, path, .. } => (ticket, path),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(tickets.len(), 2);
+    let (app, other) = if tickets[0].1 == out_path("app") {
+        (tickets[0].0, tickets[1].0)
+    } else {
+        (tickets[1].0, tickets[0].0)
+    };
+    let progress = |t: &mut T, ticket, download_done, nar_done| {
+        t.input(Input::SubstitutionProgress {
+            ticket,
+            download_done,
+            nar_done,
+            url: None,
+        })
+    };
+    progress(&mut t, app, 100, 400);
+    progress(&mut t, other, 300, 1000);
+    let p = t.s.progress();
+    assert_eq!((p.nar.done, p.nar.expected), (1400, 2000));
+    assert_eq!((p.download.done, p.download.expected), (400, 600));
+    // More than announced is capped; going back is ignored.
+    progress(&mut t, app, 10_000, 50_000);
+    progress(&mut t, other, 0, 0);
+    let p = t.s.progress();
+    assert_eq!((p.nar.done, p.download.done), (2000, 600));
+    // A failed substitution's bytes leave the counters.
+    t.input(Input::SubstitutionFinished {
+        ticket: app,
+        outcome: SubstitutionOutcome::Failed {
+            message: "boom".into(),
+        },
+    });
+    let p = t.s.progress();
+    assert_eq!((p.nar.done, p.nar.expected), (1000, 1000));
+    t.store.make_valid(&out_path("other"));
+    t.input(Input::SubstitutionFinished {
+        ticket: other,
+        outcome: SubstitutionOutcome::Success,
+    });
+    let p = t.s.progress();
+    assert_eq!((p.nar.done, p.nar.expected), (1000, 1000));
+    assert_eq!((p.download.done, p.download.expected), (300, 300));
+    assert_eq!(p.substitutions.done, 1);
+    // The per-goal events end complete for the substituted path.
+    let last = t
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.kind {
+            EventKind::SubstitutionProgress {
+                nar_done,
+                nar_expected,
+                download_done,
+                download_expected,
+                ..
+            } => Some((*nar_done, *nar_expected, *download_done, *download_expected)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(last, (1000, 1000, 300, Some(300)));
+}
+
+#[test]
+fn max_substitution_jobs_gives_substitutions_slots_of_their_own() {
+    let names = ["a", "b", "c", "d", "e"];
+    let running = |max_subst: Option<u32>| {
+        let mut store = MemStore::default();
+        for n in names {
+            store.add(n, &[]);
+        }
+        let mut t = T::new(
+            store,
+            Settings {
+                max_jobs: 1,
+                max_substitution_jobs: max_subst,
+                ..subst_settings()
+            },
+        );
+        t.start(&names);
+        t.answer_queries(|_| found(vec![]));
+        let started = t.take(|e| matches!(e, Effect::StartSubstitution { .. }));
+        (t.s.slots_in_use(), started.len())
+    };
+    // Nix 2.8: one slot for builds and substitutions together.
+    assert_eq!(running(None), (1, 1));
+    // Three substitution slots, the build slot left free.
+    assert_eq!(running(Some(3)), (0, 3));
+    assert_eq!(running(Some(0)), (0, 1));
+}

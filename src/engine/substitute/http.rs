@@ -7,9 +7,15 @@
 //! back-off from 250 ms; a read that stalls for `stalled-download-timeout` fails. With
 //! `--fallback`, a cache that failed is disabled for 60 seconds (every request fails fast
 //! with "substituter '…' is disabled"). A body is only retried before any of it was read.
+//!
+//! One difference: a cache that has never answered is not retried after a network failure
+//! (no route, no name, refused). The first request, `nix-cache-info` when the cache is opened,
+//! then fails at once and the cache is left out for the run with a warning, so an offline
+//! machine loses one fast failed connection per cache instead of seconds of back-off.
 
 use std::io::Read;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{FetchError, Logger};
@@ -57,6 +63,8 @@ pub struct HttpTransport {
     retry_base: Duration,
     try_fallback: bool,
     disabled_until: Mutex<Option<Instant>>,
+    /// The server has answered a request (with any status).
+    answered: AtomicBool,
     log: Logger,
 }
 
@@ -90,6 +98,7 @@ impl HttpTransport {
             retry_base: options.retry_base,
             try_fallback,
             disabled_until: Mutex::new(None),
+            answered: AtomicBool::new(false),
             log,
         }
     }
@@ -156,6 +165,7 @@ impl HttpTransport {
             attempt += 1;
             let err = match self.agent.get(&url).call() {
                 Ok(response) => {
+                    self.answered.store(true, Ordering::Relaxed);
                     let status = response.status();
                     match status.as_u16() {
                         200..=299 => {
@@ -178,7 +188,9 @@ impl HttpTransport {
                     message: e.to_string(),
                 },
             };
-            if err.is_transient() && attempt < self.attempts {
+            let reachable =
+                matches!(err, FetchError::Http { .. }) || self.answered.load(Ordering::Relaxed);
+            if err.is_transient() && reachable && attempt < self.attempts {
                 let delay = self.backoff(attempt);
                 self.log
                     .warn(&format!("{err}; retrying in {} ms", delay.as_millis()));
