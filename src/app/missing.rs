@@ -20,11 +20,12 @@ use crate::app::AppError;
 use crate::app::output::LogFormat;
 use crate::app::targets::Wanted;
 use crate::engine::build::parsed::ParsedDrv;
+use crate::engine::executor::RunSubstituters;
 use crate::engine::format::StorePath;
 use crate::engine::scheduler::Target;
 use crate::engine::settings::Settings;
 use crate::engine::store::LocalStore;
-use crate::engine::substitute::{SubstituterConfig, Substituters};
+use crate::engine::substitute::Substituters;
 
 /// Where substitutes may come from.
 pub struct SubstituteSource {
@@ -47,17 +48,25 @@ impl SubstituteSource {
         }
     }
 
-    /// The caches of the `substituters` setting (opening them fetches an HTTP cache's
-    /// `nix-cache-info`; one that cannot be opened is left out with a warning, as Nix does).
-    pub fn from_settings(settings: &Settings, store: &LocalStore) -> SubstituteSource {
-        let substituters = (settings.substitute && !settings.substituters.is_empty()).then(|| {
-            let mut config = SubstituterConfig::new(settings.substituters.iter().cloned());
-            config.try_fallback = settings.fallback;
-            config.log = crate::engine::substitute::Logger::stderr();
-            Substituters::open(config, store.store_dir())
-        });
+    /// The caches of the `substituters` setting, opened as a build opens them (keys,
+    /// `require-sigs`, HTTP options, the default cache left out for other store dirs; an
+    /// HTTP cache's `nix-cache-info` is fetched, one that cannot be opened is left out with a
+    /// warning, as Nix does).
+    pub fn from_settings(
+        settings: &Settings,
+        store: &LocalStore,
+    ) -> Result<SubstituteSource, AppError> {
+        let subs = RunSubstituters::open(settings, store.store_dir())
+            .map_err(|e| AppError::Usage(e.to_string()))?;
+        Ok(SubstituteSource::of_run(settings, &subs))
+    }
+
+    /// The caches a build already opened: the listing and the build then share one set of
+    /// lookups.
+    pub fn of_run(settings: &Settings, subs: &RunSubstituters) -> SubstituteSource {
         SubstituteSource {
-            substituters,
+            substituters: (settings.substitute && !subs.uris().is_empty())
+                .then(|| subs.substituters().clone()),
             try_fallback: settings.fallback,
             use_substitutes: settings.substitute,
         }
@@ -380,7 +389,7 @@ pub fn dry_run(
     settings: &Settings,
     format: Option<LogFormat>,
 ) -> Result<u8, AppError> {
-    let source = SubstituteSource::from_settings(settings, store);
+    let source = SubstituteSource::from_settings(settings, store)?;
     print_missing_with(store, wanted, &source, format.unwrap_or(LogFormat::Plain))?;
     Ok(0)
 }

@@ -51,7 +51,7 @@ pub fn why(args: &WhyArgs) -> Result<(), AppError> {
     for t in &args.targets {
         wanted.push(resolve(&store, t)?);
     }
-    let source = SubstituteSource::from_settings(&settings, &store);
+    let source = SubstituteSource::from_settings(&settings, &store)?;
     let missing = query_missing(&store, &wanted, &source)?;
     let failures = DroverDb::open(&store.config().state_dir)?;
     let unavailable = source
