@@ -64,7 +64,9 @@ enum Act {
     Substitute(GoalId),
     /// A copy, as part of a substitution (`Some`) or on its own.
     CopyPath(Option<GoalId>),
-    FileTransfer,
+    /// A download: a substitution's NAR (`Some`), or anything else (a narinfo, the cache's
+    /// `nix-cache-info`).
+    FileTransfer(Option<GoalId>),
     Other,
 }
 
@@ -82,9 +84,33 @@ enum Phase {
     Stopped {
         since: Time,
     },
+    /// A substitution whose activity stopped before the counters said how it went (Nix
+    /// stops actSubstitute, then moves `done`, or logs the error).
+    Ended {
+        slot: u32,
+        since: Time,
+    },
+    /// A substitution that failed with one substituter (its error was shown): Nix tries the
+    /// next one, or the goal ends without its path.
+    Retrying {
+        since: Time,
+    },
     Done {
         success: bool,
     },
+}
+
+/// The bytes of a substitution so far, as [`EventKind::SubstitutionProgress`] has them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Bytes {
+    download_done: u64,
+    download_expected: Option<u64>,
+    nar_done: u64,
+    nar_expected: u64,
+    url: Option<String>,
+    /// The running actCopyPath and actFileTransfer of the substitution.
+    copy: Option<u64>,
+    transfer: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -101,6 +127,8 @@ struct Goal {
     fixed_output: bool,
     /// When it ended unsuccessfully: Nix's exit-status bits of its failure.
     exit_bits: Option<u8>,
+    /// A substitution's bytes.
+    bytes: Bytes,
 }
 
 /// The `these N … will be …:` listing being read.
@@ -126,8 +154,14 @@ pub struct NixJsonParser {
     /// Planned derivations whose goals are added when the listing ends.
     planned: Vec<(String, bool)>,
     progress: Progress,
-    /// Bytes done so far per transfer or copy activity.
+    /// Bytes done so far per copy that belongs to no substitution (`nix copy`).
     transfers: FxHashMap<u64, u64>,
+    /// Substitutions' copies (activity id, goal) that have no download yet: Nix 2.8 names
+    /// no parent, so a NAR download belongs to the oldest of them.
+    open_copies: Vec<(u64, GoalId)>,
+    /// Substitutions in [`Phase::Ended`] and [`Phase::Retrying`], oldest first.
+    ended: std::collections::VecDeque<GoalId>,
+    retrying: std::collections::VecDeque<GoalId>,
     builds_progress_seen: bool,
     substitutions_progress_seen: bool,
     /// Counter values already attributed to stopped activities: builds done and failed,
@@ -268,6 +302,9 @@ impl NixJsonParser {
             planned: Vec::new(),
             progress: Progress::default(),
             transfers: FxHashMap::default(),
+            open_copies: Vec::new(),
+            ended: std::collections::VecDeque::new(),
+            retrying: std::collections::VecDeque::new(),
             builds_progress_seen: false,
             substitutions_progress_seen: false,
             credited: [0; 4],
@@ -343,11 +380,19 @@ impl NixJsonParser {
     /// The end of the stream: what still runs was interrupted; the run is done.
     pub fn finish(&mut self, now: Time, out: &mut Vec<Event>) {
         self.end_listing(now, out);
+        self.resolve_ended(now, out);
+        self.ended.clear();
+        self.retrying.clear();
         let failed = self.goals.iter().any(|g| g.exit_bits.is_some())
-            || self
-                .goals
-                .iter()
-                .any(|g| matches!(g.phase, Phase::Running { .. } | Phase::Stopped { .. }));
+            || self.goals.iter().any(|g| {
+                matches!(
+                    g.phase,
+                    Phase::Running { .. }
+                        | Phase::Stopped { .. }
+                        | Phase::Ended { .. }
+                        | Phase::Retrying { .. }
+                )
+            });
         for i in 0..self.goals.len() {
             let g = GoalId(i as u32);
             let phase = self.goals[i].phase;
@@ -358,6 +403,12 @@ impl NixJsonParser {
                 }
                 Phase::Stopped { .. } => {
                     self.finish_goal(g, BuildStatus::MiscFailure, None, now, out);
+                }
+                Phase::Ended { .. } => {
+                    self.finish_goal(g, BuildStatus::Cancelled, None, now, out);
+                }
+                Phase::Retrying { .. } => {
+                    self.finish_goal(g, BuildStatus::TransientFailure, None, now, out);
                 }
                 Phase::Waiting if failed => {
                     self.finish_goal(g, BuildStatus::Cancelled, None, now, out);
@@ -400,6 +451,7 @@ impl NixJsonParser {
             pending: 0,
             fixed_output: false,
             exit_bits: None,
+            bytes: Bytes::default(),
         });
         self.by_path.insert(path.to_owned(), g);
         let kind = if substitution {
@@ -549,12 +601,28 @@ impl NixJsonParser {
                     matches!(self.goals[g.index()].phase, Phase::Running { .. })
                         && self.goals[g.index()].substitution
                 });
-                if under.is_none() && !text.is_empty() {
-                    self.note(level_of(r.level.unwrap_or(3)), text, None, now, out);
+                match under {
+                    Some(g) => {
+                        self.goals[g.index()].bytes.copy = Some(r.id);
+                        self.open_copies.push((r.id, g));
+                    }
+                    None if !text.is_empty() => {
+                        self.note(level_of(r.level.unwrap_or(3)), text, None, now, out);
+                    }
+                    None => {}
                 }
                 Act::CopyPath(under)
             }
-            activity::FILE_TRANSFER => Act::FileTransfer,
+            activity::FILE_TRANSFER => {
+                let owner = self.transfer_owner(r, field(0));
+                if let Some(g) = owner {
+                    self.open_copies.retain(|&(_, o)| o != g);
+                    let bytes = &mut self.goals[g.index()].bytes;
+                    bytes.transfer = Some(r.id);
+                    bytes.url = field(0).map(str::to_owned);
+                }
+                Act::FileTransfer(owner)
+            }
             activity::BUILD_WAITING => {
                 self.waiting(r, text, now, out);
                 Act::Other
@@ -567,6 +635,23 @@ impl NixJsonParser {
             }
         };
         self.acts.insert(r.id, act);
+    }
+
+    /// The substitution a download belongs to: the one whose copy is its parent (drover
+    /// names it), or else (Nix 2.8 names no parent) the oldest running copy without a
+    /// download, unless the file is a narinfo or the cache's `nix-cache-info`.
+    fn transfer_owner(&self, r: &Record, url: Option<&str>) -> Option<GoalId> {
+        if let Some(parent) = r.parent.filter(|&p| p != 0) {
+            return match self.acts.get(&parent) {
+                Some(Act::CopyPath(owner)) => *owner,
+                _ => None,
+            };
+        }
+        let url = url?;
+        if url.ends_with(".narinfo") || url.ends_with("/nix-cache-info") {
+            return None;
+        }
+        self.open_copies.first().map(|&(_, g)| g)
     }
 
     fn build_started(
@@ -594,7 +679,9 @@ impl NixJsonParser {
                 self.emit(now, EventKind::GoalReopened { goal: g }, out);
                 Self::take_slot(&mut self.build_slots)
             }
-            Phase::Waiting => Self::take_slot(&mut self.build_slots),
+            Phase::Waiting | Phase::Ended { .. } | Phase::Retrying { .. } => {
+                Self::take_slot(&mut self.build_slots)
+            }
         };
         self.goals[g.index()].phase = Phase::Running {
             act: r.id,
@@ -652,10 +739,14 @@ impl NixJsonParser {
         if matches!(self.goals[g.index()].phase, Phase::Done { .. }) {
             self.emit(now, EventKind::GoalReopened { goal: g }, out);
         }
+        self.ended.retain(|&e| e != g);
+        self.retrying.retain(|&e| e != g);
         let slot = match self.goals[g.index()].phase {
-            Phase::Running { slot, .. } => slot,
+            Phase::Running { slot, .. } | Phase::Ended { slot, .. } => slot,
             _ => Self::take_slot(&mut self.subst_slots),
         };
+        let bytes = &mut self.goals[g.index()].bytes;
+        (bytes.copy, bytes.transfer) = (None, None);
         self.goals[g.index()].phase = Phase::Running {
             act: id,
             slot,
@@ -728,6 +819,30 @@ impl NixJsonParser {
         let (g, substitution) = match self.acts.remove(&id) {
             Some(Act::Build(g)) => (g, false),
             Some(Act::Substitute(g)) => (g, true),
+            Some(Act::CopyPath(Some(g))) => {
+                self.open_copies.retain(|&(c, _)| c != id);
+                let bytes = &mut self.goals[g.index()].bytes;
+                if bytes.copy == Some(id) {
+                    bytes.copy = None;
+                }
+                return;
+            }
+            Some(Act::FileTransfer(Some(g))) => {
+                let bytes = &mut self.goals[g.index()].bytes;
+                if bytes.transfer == Some(id) {
+                    bytes.transfer = None;
+                }
+                return;
+            }
+            Some(Act::CopyPaths) => {
+                // The run's substitutions are over: what is still unresolved ended without
+                // a word.
+                self.resolve_ended(now, out);
+                while let Some(g) = self.ended.pop_front() {
+                    self.finish_goal(g, BuildStatus::Cancelled, None, now, out);
+                }
+                return;
+            }
             _ => return,
         };
         let Phase::Running { act, slot, since } = self.goals[g.index()].phase else {
@@ -772,6 +887,12 @@ impl NixJsonParser {
             }
             Some((status, text)) => self.finish_goal(g, status, Some(text), now, out),
             None if done || !seen => self.finish_goal(g, success, None, now, out),
+            // Nix stops a substitution's activity before it moves the counters (or logs
+            // why it failed); drover's stream moves `running` first for a cancelled one.
+            None if substitution && !failed && counter.running >= self.substitutions_busy() => {
+                self.goals[g.index()].phase = Phase::Ended { slot, since };
+                self.ended.push_back(g);
+            }
             None if failed => {
                 let slots = if substitution {
                     &mut self.subst_slots
@@ -787,6 +908,103 @@ impl NixJsonParser {
         }
     }
 
+    /// Substitution slots in use: running substitutions and ended ones not yet resolved.
+    fn substitutions_busy(&self) -> u64 {
+        self.subst_slots.iter().filter(|&&busy| busy).count() as u64
+    }
+
+    /// Substitutions that stopped before the counters moved, resolved by the counters: each
+    /// new `done` is the oldest ended one's success, each new `failed` the oldest retrying
+    /// one's end (every substituter failed).
+    fn resolve_ended(&mut self, now: Time, out: &mut Vec<Event>) {
+        let counter = self.progress.substitutions;
+        while counter.done > self.credited[2] {
+            let Some(g) = self.ended.pop_front() else {
+                break;
+            };
+            self.credited[2] += 1;
+            self.finish_goal(g, BuildStatus::Substituted, None, now, out);
+        }
+        while counter.failed > self.credited[3] {
+            let Some(g) = self.retrying.pop_front() else {
+                break;
+            };
+            self.credited[3] += 1;
+            self.finish_goal(g, BuildStatus::TransientFailure, None, now, out);
+        }
+    }
+
+    /// An error logged after a substitution stopped unresolved: why it failed with that
+    /// substituter (the one the text names, or else the last one to stop). Whether it was
+    /// consumed.
+    fn substitution_failure(&mut self, text: &str, now: Time, out: &mut Vec<Event>) -> bool {
+        let named = text
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .filter_map(|p| self.by_path.get(p).copied())
+            .find(|g| self.ended.contains(g));
+        let Some(g) = named.or_else(|| self.ended.back().copied()) else {
+            return false;
+        };
+        self.ended.retain(|&e| e != g);
+        let goal = &mut self.goals[g.index()];
+        let Phase::Ended { slot, since } = goal.phase else {
+            return false;
+        };
+        goal.phase = Phase::Retrying { since };
+        if let Some(s) = self.subst_slots.get_mut(slot as usize) {
+            *s = false;
+        }
+        self.retrying.push_back(g);
+        let text = text.to_owned();
+        self.emit(
+            now,
+            EventKind::Message {
+                level: Level::Error,
+                text,
+                goal: Some(g),
+            },
+            out,
+        );
+        true
+    }
+
+    /// A substitution's bytes changed: its `SubstitutionProgress`, and the run's totals.
+    fn set_bytes(&mut self, g: GoalId, new: Bytes, now: Time, out: &mut Vec<Event>) {
+        let old = std::mem::replace(&mut self.goals[g.index()].bytes, new.clone());
+        let same = (
+            old.download_done,
+            old.download_expected,
+            old.nar_done,
+            old.nar_expected,
+        ) == (
+            new.download_done,
+            new.download_expected,
+            new.nar_done,
+            new.nar_expected,
+        );
+        if same {
+            return;
+        }
+        let before = self.progress;
+        self.progress.download.done += new.download_done.saturating_sub(old.download_done);
+        self.progress.nar.done += new.nar_done.saturating_sub(old.nar_done);
+        self.emit(
+            now,
+            EventKind::SubstitutionProgress {
+                goal: g,
+                download_done: new.download_done,
+                download_expected: new.download_expected,
+                nar_done: new.nar_done,
+                nar_expected: new.nar_expected,
+                url: new.url,
+            },
+            out,
+        );
+        self.progress_event(before, now, out);
+    }
+
     /// Ends a goal: frees its slot, records the exit-status bits, unblocks its waiters.
     fn finish_goal(
         &mut self,
@@ -796,10 +1014,18 @@ impl NixJsonParser {
         now: Time,
         out: &mut Vec<Event>,
     ) {
+        if status == BuildStatus::Substituted {
+            // A substitution that succeeded has all its bytes, as far as they were known.
+            let bytes = &self.goals[g.index()].bytes;
+            let mut full = bytes.clone();
+            full.download_done = full.download_done.max(full.download_expected.unwrap_or(0));
+            full.nar_done = full.nar_done.max(full.nar_expected);
+            self.set_bytes(g, full, now, out);
+        }
         let goal = &mut self.goals[g.index()];
         let started = match goal.phase {
-            Phase::Stopped { since } => Some(since),
-            Phase::Running { slot, since, .. } => {
+            Phase::Stopped { since } | Phase::Retrying { since } => Some(since),
+            Phase::Running { slot, since, .. } | Phase::Ended { slot, since } => {
                 let slots = if goal.substitution {
                     &mut self.subst_slots
                 } else {
@@ -895,6 +1121,9 @@ impl NixJsonParser {
                 };
                 (c.done, c.expected, c.running, c.failed) = (int(0), int(1), int(2), int(3));
                 self.progress_event(before, now, out);
+                if act == Act::CopyPaths {
+                    self.resolve_ended(now, out);
+                }
             }
             (Act::Realise, result::SET_EXPECTED) => {
                 let before = self.progress;
@@ -905,17 +1134,32 @@ impl NixJsonParser {
                 }
                 self.progress_event(before, now, out);
             }
-            (Act::FileTransfer | Act::CopyPath(_), result::PROGRESS) => {
-                // Bytes of one transfer or copy: the totals move by the difference.
+            (Act::FileTransfer(Some(g)), result::PROGRESS) => {
+                let mut bytes = self.goals[g.index()].bytes.clone();
+                bytes.download_done = bytes.download_done.max(int(0));
+                if int(1) > 0 {
+                    bytes.download_expected = Some(int(1));
+                }
+                // An uncompressed NAR's download is the NAR itself.
+                if bytes.url.as_deref().is_some_and(|u| u.ends_with(".nar")) {
+                    bytes.nar_done = bytes.nar_done.max(bytes.download_done);
+                    bytes.nar_expected = bytes.nar_expected.max(int(1));
+                }
+                self.set_bytes(g, bytes, now, out);
+            }
+            (Act::CopyPath(Some(g)), result::PROGRESS) => {
+                let mut bytes = self.goals[g.index()].bytes.clone();
+                bytes.nar_done = bytes.nar_done.max(int(0));
+                bytes.nar_expected = bytes.nar_expected.max(int(1));
+                self.set_bytes(g, bytes, now, out);
+            }
+            (Act::CopyPath(None), result::PROGRESS) => {
+                // A copy of its own (`nix copy`): its bytes count in the run's NAR total.
                 let before = self.progress;
                 let last = self.transfers.entry(r.id).or_default();
                 let delta = int(0).saturating_sub(*last);
                 *last = int(0);
-                if act == Act::FileTransfer {
-                    self.progress.download.done += delta;
-                } else {
-                    self.progress.nar.done += delta;
-                }
+                self.progress.nar.done += delta;
                 self.progress_event(before, now, out);
             }
             _ => {}
@@ -973,8 +1217,22 @@ impl NixJsonParser {
 
     fn msg(&mut self, r: &Record, now: Time, out: &mut Vec<Event>) {
         let level = level_of(r.level.unwrap_or(3));
-        let raw = r.raw_msg.as_deref().or(r.msg.as_deref()).unwrap_or("");
-        let text = strip_ansi(raw);
+        let text = match r.raw_msg.as_deref() {
+            Some(raw) => strip_ansi(raw),
+            // A message without `raw_msg` carries Nix's `warning:`/`error:` prefix.
+            None => {
+                let text = strip_ansi(r.msg.as_deref().unwrap_or(""));
+                let prefix = match level {
+                    Level::Error => Some("error: "),
+                    Level::Warn => Some("warning: "),
+                    _ => None,
+                };
+                match prefix.and_then(|p| text.strip_prefix(p)) {
+                    Some(rest) => std::borrow::Cow::Owned(rest.to_owned()),
+                    None => text,
+                }
+            }
+        };
         if let Some(listing) = &mut self.listing {
             if let Some(path) = text.strip_prefix("  ").filter(|p| p.starts_with('/')) {
                 self.planned.push((path.to_owned(), listing.substitutions));
@@ -996,7 +1254,9 @@ impl NixJsonParser {
             self.note(level, &text, None, now, out);
             return;
         }
-        if level == Level::Error && self.goal_failure(&text, now, out) {
+        if level == Level::Error
+            && (self.goal_failure(&text, now, out) || self.substitution_failure(&text, now, out))
+        {
             return;
         }
         let text = text.into_owned();
