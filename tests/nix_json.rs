@@ -126,8 +126,25 @@ fn scenarios() -> Vec<(&'static str, Vec<Event>)> {
         BuildMode::Normal,
         &failed,
     );
+    let cache_model = SimModel {
+        cached_rate: 0.5,
+        lock_rate: 0.3,
+        lock_hold_ms: 3000,
+        ..model(4, 0.05)
+    };
+    let cache_run = simulate(
+        Shape::Random,
+        40,
+        cache_model.clone(),
+        cached.clone(),
+        BuildMode::Normal,
+    );
+    // The same run as if its cache were an HTTP one: each NAR downloaded from a URL, seen
+    // half-way and complete.
+    let http_run = http_downloads(&cache_run);
     vec![
         ("retry of flaky builds", retried),
+        ("cache over HTTP", http_run),
         (
             "random, failures, keep-going",
             simulate(
@@ -158,21 +175,7 @@ fn scenarios() -> Vec<(&'static str, Vec<Event>)> {
                 BuildMode::Normal,
             ),
         ),
-        (
-            "cache and locks",
-            simulate(
-                Shape::Random,
-                40,
-                SimModel {
-                    cached_rate: 0.5,
-                    lock_rate: 0.3,
-                    lock_hold_ms: 3000,
-                    ..model(4, 0.05)
-                },
-                cached,
-                BuildMode::Normal,
-            ),
-        ),
+        ("cache and locks", cache_run),
         (
             "repeat",
             simulate(
@@ -205,6 +208,51 @@ fn scenarios() -> Vec<(&'static str, Vec<Event>)> {
     ]
 }
 
+/// A run's substitutions as downloads over HTTP: each `SubstitutionProgress` gets a URL and
+/// is preceded by one half-way through; events are renumbered.
+fn http_downloads(events: &[Event]) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::new();
+    for e in events {
+        let mut push = |kind: EventKind| {
+            out.push(Event {
+                seq: out.len() as u64,
+                time: e.time,
+                kind,
+            })
+        };
+        match &e.kind {
+            EventKind::SubstitutionProgress {
+                goal,
+                download_done,
+                download_expected,
+                nar_done,
+                nar_expected,
+                url: None,
+            } => {
+                let url = Some(format!("https://cache.sim/nar/{}.nar.xz", goal.index()));
+                push(EventKind::SubstitutionProgress {
+                    goal: *goal,
+                    download_done: download_done / 2,
+                    download_expected: *download_expected,
+                    nar_done: nar_done / 2,
+                    nar_expected: *nar_expected,
+                    url: url.clone(),
+                });
+                push(EventKind::SubstitutionProgress {
+                    goal: *goal,
+                    download_done: *download_done,
+                    download_expected: *download_expected,
+                    nar_done: *nar_done,
+                    nar_expected: *nar_expected,
+                    url,
+                });
+            }
+            kind => push(kind.clone()),
+        }
+    }
+    out
+}
+
 #[test]
 fn every_emitted_line_follows_the_schema() {
     for (name, events) in scenarios() {
@@ -231,6 +279,8 @@ fn the_real_samples_follow_the_schema_too() {
         "internal-json.log",
         "internal-json-vv.log",
         "internal-json-nix-build-cmd.log",
+        "substitute-http.log",
+        "substitute-file-broken.log",
     ] {
         let text = fixture(file);
         validate(&text, true, true).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -246,6 +296,9 @@ struct Seen {
     phases: Vec<String>,
     status: Option<BuildStatus>,
     message: Option<String>,
+    /// A substitution's last bytes: the download (when it came over HTTP, with its URL),
+    /// the NAR done and expected.
+    bytes: Option<(Option<(u64, Option<u64>, String)>, u64, u64)>,
 }
 
 type Folded = (BTreeMap<String, Seen>, Vec<(Level, String)>, Option<u8>);
@@ -276,6 +329,18 @@ fn fold(events: &[Event]) -> Folded {
                 seen.entry(paths[goal.index()].clone())
                     .or_default()
                     .substitutions += 1;
+            }
+            EventKind::SubstitutionProgress {
+                goal,
+                download_done,
+                download_expected,
+                nar_done,
+                nar_expected,
+                url,
+            } => {
+                let download = url.clone().map(|u| (*download_done, *download_expected, u));
+                seen.entry(paths[goal.index()].clone()).or_default().bytes =
+                    Some((download, *nar_done, *nar_expected));
             }
             EventKind::LogLine { goal, line } => {
                 seen.entry(paths[goal.index()].clone())
@@ -351,8 +416,24 @@ fn emitted_streams_parse_back_into_the_same_goals_and_results() {
         if name == "timeouts" {
             assert!(statuses.contains(&BuildStatus::TimedOut), "{name}");
         }
-        if name == "cache and locks" {
+        if name.starts_with("cache") {
             assert!(want.values().any(|s| s.substitutions > 0), "{name}");
+            // Substituted paths end with all their bytes.
+            let done: Vec<_> = want
+                .values()
+                .filter(|s| s.status == Some(BuildStatus::Substituted))
+                .collect();
+            assert!(!done.is_empty(), "{name}");
+            for s in done {
+                let (download, nar_done, nar_expected) = s.bytes.clone().unwrap();
+                assert!(nar_done > 0 && nar_done == nar_expected, "{name}");
+                if name == "cache over HTTP" {
+                    let (done, expected, _) = download.unwrap();
+                    assert_eq!(Some(done), expected, "{name}");
+                }
+            }
+        }
+        if name == "cache and locks" {
             assert!(
                 want_messages
                     .iter()
@@ -713,4 +794,168 @@ mod round_trip_properties {
             prop_assert_eq!(got_exit, want_exit);
         }
     }
+}
+
+/// Per substituted path (its name): how many times it started, from which substituters,
+/// its last `SubstitutionProgress` (download done and expected, NAR done and expected, URL),
+/// the errors tied to it, and its status.
+#[derive(Debug, Default)]
+struct Fetched {
+    substituters: Vec<String>,
+    bytes: Option<(u64, Option<u64>, u64, u64, Option<String>)>,
+    errors: Vec<String>,
+    status: Option<BuildStatus>,
+}
+
+fn fetched(events: &[Event]) -> (BTreeMap<String, Fetched>, Option<u8>) {
+    let mut names = Vec::new();
+    let mut out: BTreeMap<String, Fetched> = BTreeMap::new();
+    let mut exit = None;
+    for e in events {
+        fn at<'a>(
+            out: &'a mut BTreeMap<String, Fetched>,
+            names: &[String],
+            g: drover::engine::api::GoalId,
+        ) -> &'a mut Fetched {
+            out.entry(names[g.index()].clone()).or_default()
+        }
+        match &e.kind {
+            EventKind::GoalAdded { name, kind, .. } => {
+                assert!(matches!(kind, GoalKind::Substitution { .. }), "{name}");
+                names.push(name.clone());
+            }
+            EventKind::SubstitutionStarted {
+                goal, substituter, ..
+            } => at(&mut out, &names, *goal)
+                .substituters
+                .push(substituter.clone()),
+            EventKind::SubstitutionProgress {
+                goal,
+                download_done,
+                download_expected,
+                nar_done,
+                nar_expected,
+                url,
+            } => {
+                at(&mut out, &names, *goal).bytes = Some((
+                    *download_done,
+                    *download_expected,
+                    *nar_done,
+                    *nar_expected,
+                    url.clone(),
+                ))
+            }
+            EventKind::Message {
+                level: Level::Error,
+                text,
+                goal: Some(goal),
+            } => at(&mut out, &names, *goal).errors.push(text.clone()),
+            EventKind::GoalDone { goal, status, .. } => {
+                at(&mut out, &names, *goal).status = Some(*status)
+            }
+            EventKind::RunDone { exit_status } => exit = Some(*exit_status),
+            _ => {}
+        }
+    }
+    (out, exit)
+}
+
+#[test]
+fn the_http_substitution_sample_parses_into_its_downloads() {
+    let events = parse(&fixture("substitute-http.log"), None);
+    let (got, exit) = fetched(&events);
+    assert_eq!(exit, Some(0));
+    let cache = "http://127.0.0.1:18731";
+    // The NARs are uncompressed: their downloads are the NARs (sizes from the narinfos).
+    for (name, nar, size) in [
+        (
+            "exp-dep",
+            "00kjynz8n03652qccs76ivsvark3pr3dfr6w1ba3x7bx83kcknvv",
+            120,
+        ),
+        (
+            "exp-root",
+            "02q2ra7pclv75gs4bin2zdlxl8qgy8zw4g2i568ghfd50h6dzx26",
+            176,
+        ),
+    ] {
+        let f = &got[name];
+        assert_eq!(f.substituters, [cache], "{name}");
+        assert_eq!(
+            f.bytes,
+            Some((
+                size,
+                Some(size),
+                size,
+                size,
+                Some(format!("{cache}/nar/{nar}.nar"))
+            )),
+            "{name}"
+        );
+        assert!(f.errors.is_empty(), "{name}");
+        assert_eq!(f.status, Some(BuildStatus::Substituted), "{name}");
+    }
+    assert_eq!(got.len(), 2);
+    // The run's totals count the NARs, not the narinfos and nix-cache-info read before.
+    let last = events
+        .iter()
+        .rev()
+        .find_map(|e| match e.kind {
+            EventKind::Progress { progress } => Some(progress),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((last.download.done, last.download.expected), (296, 296));
+    assert_eq!((last.nar.done, last.nar.expected), (296, 296));
+    assert_eq!((last.substitutions.done, last.substitutions.failed), (2, 0));
+    // The queries' activities are messages, not goals; the warning has no doubled prefix.
+    let messages: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Message {
+                text, goal: None, ..
+            } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| **m == "querying info about missing paths")
+            .count(),
+        2
+    );
+    assert!(messages.contains(
+        &"you did not specify '--add-root'; the result might be removed by the garbage collector"
+    ));
+}
+
+#[test]
+fn a_failing_substituter_is_followed_by_the_next_or_fails_the_run() {
+    // Real Nix 2.8, `nix-store -r` from a file:// cache whose NARs are gone, then a good one.
+    let (got, exit) = fetched(&parse(&fixture("substitute-file-fallback.log"), None));
+    assert_eq!(exit, Some(0));
+    assert_eq!(got.len(), 2);
+    for (name, f) in &got {
+        assert_eq!(
+            f.substituters,
+            ["file:///tmp/sq/broken", "file:///tmp/sq/cache"],
+            "{name}"
+        );
+        assert_eq!(f.errors.len(), 1, "{name}");
+        assert!(
+            f.errors[0].starts_with("file 'nar/")
+                && f.errors[0].ends_with("' does not exist in binary cache"),
+            "{name}: {:?}",
+            f.errors
+        );
+        assert_eq!(f.status, Some(BuildStatus::Substituted), "{name}");
+    }
+    // The broken cache alone: the first path fails, the run ends (Nix exits with 1).
+    let (got, exit) = fetched(&parse(&fixture("substitute-file-broken.log"), None));
+    assert_eq!(exit, Some(1));
+    assert_eq!(got["sq-dep"].errors.len(), 1);
+    assert_eq!(got["sq-dep"].status, Some(BuildStatus::TransientFailure));
+    assert!(got["sq-root"].substituters.is_empty());
+    assert_eq!(got["sq-root"].status, Some(BuildStatus::Cancelled));
 }

@@ -195,12 +195,25 @@ impl NixJsonEmitter {
                 goal,
                 download_done,
                 download_expected,
-                url: Some(url),
-                ..
+                nar_done,
+                nar_expected,
+                url,
             } => {
                 let g = self.goal(*goal);
                 if let Some(copy) = g.copy {
-                    let id = match g.transfer {
+                    // The NAR's bytes as the copy's progress (Nix's copyStorePath reports
+                    // them so), the download's as its actFileTransfer's.
+                    let fields = [
+                        Field::Int(*nar_done),
+                        Field::Int(*nar_expected),
+                        Field::Int(0),
+                        Field::Int(0),
+                    ];
+                    w.result(copy, result::PROGRESS, &fields)?;
+                    let Some(url) = url else {
+                        return Ok(());
+                    };
+                    let id = match self.goal(*goal).transfer {
                         Some(id) => id,
                         None => {
                             let id = self.new_id();
@@ -220,7 +233,6 @@ impl NixJsonEmitter {
                     w.result(id, result::PROGRESS, &fields)?;
                 }
             }
-            EventKind::SubstitutionProgress { url: None, .. } => {}
             EventKind::GoalDone {
                 goal,
                 status,
