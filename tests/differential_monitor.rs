@@ -145,3 +145,152 @@ fn a_live_nix_build_is_shown_with_its_graph() {
         ]
     );
 }
+
+/// Real Nix substituting from a file:// cache (written by `nix copy` from a Nix-built path)
+/// into a fresh store, its stream piped into `drover monitor` with the given format.
+fn monitor_substitution(
+    dir: &std::path::Path,
+    cache: &str,
+    path: &str,
+    store: &str,
+    format: &str,
+) -> (Option<i32>, Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut nix = Command::new("nix-store")
+        .arg("--store")
+        .arg(dir.join(store))
+        .args(["-r", path])
+        .args(["--option", "substituters", cache])
+        .args(["--option", "require-sigs", "false"])
+        .args(["--option", "build-users-group", ""])
+        .args(["--log-format", "internal-json", "-v"])
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .expect("nix-store runs");
+    let monitor = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["monitor", "--log-format", format])
+        .stdin(Stdio::from(reader))
+        .output()
+        .unwrap();
+    let nix_status = nix.wait().unwrap();
+    let text = String::from_utf8(monitor.stdout).unwrap();
+    (nix_status.code(), monitor.status.code(), text)
+}
+
+#[test]
+fn a_live_nix_substitution_is_shown_as_copies() {
+    if !require_nix() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let built = dir.path().join("built");
+    let expr = dir.path().join("t.nix");
+    std::fs::write(
+        &expr,
+        r#"
+let
+  sh = script: name: deps: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/busybox";
+    args = [ "sh" "-c" script ];
+    deps = deps;
+  };
+  dep = sh "echo dep > $out" "msub-dep" [];
+in sh "echo $deps > $out; head -c 5000 /dev/zero >> $out" "msub-root" [ dep ]
+"#,
+    )
+    .unwrap();
+    let out = nix_command("nix-build")
+        .arg("--store")
+        .arg(&built)
+        .arg("--no-out-link")
+        .arg(&expr)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let root = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let closure = nix_command("nix-store")
+        .arg("--store")
+        .arg(&built)
+        .args(["-qR", &root])
+        .output()
+        .unwrap();
+    let closure: BTreeSet<String> = String::from_utf8(closure.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(closure.len(), 2, "{closure:?}");
+    let cache = format!("file://{}", dir.path().join("cache").display());
+    let copied = nix_command("nix")
+        .arg("copy")
+        .arg("--store")
+        .arg(&built)
+        .args(["--to", &cache, &root])
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{copied:?}");
+
+    let (nix, monitor, text) = monitor_substitution(dir.path(), &cache, &root, "plain", "plain");
+    assert_eq!(nix, Some(0), "{text}");
+    assert_eq!(monitor, Some(0), "{text}");
+    assert!(
+        text.starts_with("these 2 paths will be fetched ("),
+        "{text}"
+    );
+    for path in &closure {
+        assert!(
+            text.contains(&format!("\ncopying path '{path}' from '{cache}'...\n")),
+            "{path}: {text}"
+        );
+    }
+    assert!(!text.contains("error:"), "{text}");
+    assert!(
+        text.lines().last().unwrap().starts_with(
+            "drover: 0 built, 2 substituted, 0 already valid, 0 failed, 0 dependencies failed, \
+             0 cancelled in "
+        ),
+        "{text}"
+    );
+
+    let (nix, monitor, text) = monitor_substitution(dir.path(), &cache, &root, "json", "json");
+    assert_eq!(nix, Some(0), "{text}");
+    assert_eq!(monitor, Some(0), "{text}");
+    let events: Vec<drover::engine::api::Event> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let mut paths = Vec::new();
+    let mut started = BTreeSet::new();
+    let mut substituted = BTreeSet::new();
+    for e in &events {
+        match &e.kind {
+            EventKind::GoalAdded {
+                kind: drover::engine::api::GoalKind::Substitution { path, .. },
+                ..
+            } => paths.push(path.clone()),
+            EventKind::SubstitutionStarted {
+                goal, substituter, ..
+            } => {
+                assert_eq!(substituter, &cache);
+                started.insert(paths[goal.index()].clone());
+            }
+            EventKind::GoalDone {
+                goal,
+                status: BuildStatus::Substituted,
+                ..
+            } => {
+                substituted.insert(paths[goal.index()].clone());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(started, closure);
+    assert_eq!(substituted, closure);
+    assert!(matches!(
+        events.last().unwrap().kind,
+        EventKind::RunDone { exit_status: 0 }
+    ));
+}
