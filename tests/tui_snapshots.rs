@@ -494,3 +494,96 @@ fn snapshot_downloads() {
     );
     insta::assert_snapshot!("downloads", screen);
 }
+
+/// `drover monitor` of a Nix 2.8 substitution from an HTTP cache, four seconds into two
+/// parallel downloads: the stream in Nix's layout (no parents: each NAR download goes with
+/// the oldest copy that has none), parsed as the monitor parses it, drawn read-only.
+#[test]
+fn snapshot_monitored_substitution_mid_download() {
+    const CACHE: &str = "https://cache.example.org";
+    let openssl = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-openssl-3.0.13";
+    let python = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-python3-3.11.8";
+    let start = |id: u64, kind: u64, level: u8, text: &str, fields: &str| {
+        format!(
+            "@nix {{\"action\":\"start\",\"fields\":[{fields}],\"id\":{id},\"level\":{level},\
+             \"text\":\"{text}\",\"type\":{kind}}}"
+        )
+    };
+    let result = |id: u64, kind: u64, fields: &str| {
+        format!("@nix {{\"action\":\"result\",\"fields\":[{fields}],\"id\":{id},\"type\":{kind}}}")
+    };
+    let substitute =
+        |id: u64, path: &str| start(id, 108, 0, "", &format!("\"{path}\",\"{CACHE}\""));
+    let copy = |id: u64, path: &str| {
+        start(
+            id,
+            100,
+            3,
+            &format!("copying path '{path}' from '{CACHE}'"),
+            &format!("\"{path}\",\"{CACHE}\",\"local\""),
+        )
+    };
+    let download = |id: u64, nar: &str| {
+        let url = format!("{CACHE}/nar/{nar}.nar.xz");
+        start(
+            id,
+            101,
+            4,
+            &format!("downloading '{url}'"),
+            &format!("\"{url}\""),
+        )
+    };
+    let mib = |n: u64| n << 20;
+    let early = [
+        "@nix {\"action\":\"msg\",\"level\":3,\"msg\":\"these 2 paths will be fetched (38.00 MiB download, 114.00 MiB unpacked):\"}".to_owned(),
+        format!("@nix {{\"action\":\"msg\",\"level\":3,\"msg\":\"  {openssl}\"}}"),
+        format!("@nix {{\"action\":\"msg\",\"level\":3,\"msg\":\"  {python}\"}}"),
+        "@nix {\"action\":\"start\",\"id\":1,\"level\":0,\"text\":\"\",\"type\":102}".to_owned(),
+        "@nix {\"action\":\"start\",\"id\":2,\"level\":0,\"text\":\"\",\"type\":104}".to_owned(),
+        "@nix {\"action\":\"start\",\"id\":3,\"level\":0,\"text\":\"\",\"type\":103}".to_owned(),
+        result(3, 105, "0,2,0,0"),
+        result(1, 106, &format!("101,{}", mib(38))),
+        result(1, 106, &format!("100,{}", mib(114))),
+        result(3, 105, "0,2,2,0"),
+        substitute(10, openssl),
+        copy(11, openssl),
+        substitute(20, python),
+        copy(21, python),
+        download(12, "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a"),
+        download(22, "1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b"),
+        result(12, 105, &format!("0,{},0,0", mib(8))),
+        result(22, 105, &format!("0,{},0,0", mib(30))),
+    ];
+    let later = [
+        result(12, 105, &format!("{},{},0,0", mib(3), mib(8))),
+        result(22, 105, &format!("{},{},0,0", mib(12), mib(30))),
+    ];
+    let mut parser = drover::app::nix_json::NixJsonParser::new(None);
+    let mut events = Vec::new();
+    for line in &early {
+        parser.line(line, Time::ZERO, &mut events).unwrap();
+    }
+    let now = Time::from_secs(4);
+    for line in &later {
+        parser.line(line, now, &mut events).unwrap();
+    }
+    let mut options = TuiOptions::new("drover monitor", 0, false);
+    options.read_only = Some("watching a Nix build".into());
+    options.color = false;
+    let mut ui = tui::new_ui(&options);
+    ui.view.apply_all(&events);
+    let screen = draw_ui(&mut ui, now);
+    assert!(
+        screen.contains("read-only: watching a Nix build"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("↓ openssl-3.0.13 3.0M/8.0M 768K/s"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("↓ python3-3.11.8 12.0M/30.0M 3.0M/s"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("monitored_substitution_mid_download", screen);
+}
