@@ -32,6 +32,11 @@ fn the_real_nix_samples_replay_without_error() {
         ("internal-json.log", 102, 12),
         ("internal-json-vv.log", 0, 4),
         ("internal-json-nix-build-cmd.log", 100, 11),
+        // Substitutions (`nix-store -r`): from an HTTP cache; from a file:// cache whose NARs
+        // are gone, then a good one; from the broken cache alone (status 1).
+        ("substitute-http.log", 0, 2),
+        ("substitute-file-fallback.log", 0, 2),
+        ("substitute-file-broken.log", 1, 2),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (name, status, goals) in samples {
@@ -181,5 +186,35 @@ fn bad_input_fails_with_a_message_and_status() {
         text(&out.stderr).starts_with(&format!("error: recording '{broken}', line 3: ")),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn monitored_substitutions_print_nixs_copying_lines() {
+    let input = sample("substitute-http.log");
+    let out = drover(&[
+        "monitor",
+        "--json",
+        input.to_str().unwrap(),
+        "--log-format",
+        "plain",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let plain = text(&out.stdout);
+    let (body, summary) = plain.rsplit_once("drover: ").unwrap();
+    assert_eq!(
+        body,
+        "these 2 paths will be fetched (0.00 MiB download, 0.00 MiB unpacked):\n\
+         \x20 /nix/store/cypfpph2dy8vw9wbhig5abx7b1536mad-exp-dep\n\
+         \x20 /nix/store/nx1wv9blsfcvvvjs7i5s3wx8ijyc2np5-exp-root\n\
+         copying path '/nix/store/cypfpph2dy8vw9wbhig5abx7b1536mad-exp-dep' from 'http://127.0.0.1:18731'...\n\
+         copying path '/nix/store/nx1wv9blsfcvvvjs7i5s3wx8ijyc2np5-exp-root' from 'http://127.0.0.1:18731'...\n\
+         warning: you did not specify '--add-root'; the result might be removed by the garbage collector\n"
+    );
+    assert!(
+        summary.starts_with(
+            "0 built, 2 substituted, 0 already valid, 0 failed, 0 dependencies failed, 0 cancelled in "
+        ),
+        "{summary}"
     );
 }
