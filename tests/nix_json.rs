@@ -298,8 +298,11 @@ struct Seen {
     message: Option<String>,
     /// A substitution's last bytes: the download (when it came over HTTP, with its URL),
     /// the NAR done and expected.
-    bytes: Option<(Option<(u64, Option<u64>, String)>, u64, u64)>,
+    bytes: Option<SeenBytes>,
 }
+
+/// The download (done, expected, URL) when over HTTP, the NAR done and expected.
+type SeenBytes = (Option<(u64, Option<u64>, String)>, u64, u64);
 
 type Folded = (BTreeMap<String, Seen>, Vec<(Level, String)>, Option<u8>);
 
@@ -802,10 +805,13 @@ mod round_trip_properties {
 #[derive(Debug, Default)]
 struct Fetched {
     substituters: Vec<String>,
-    bytes: Option<(u64, Option<u64>, u64, u64, Option<String>)>,
+    bytes: Option<LastBytes>,
     errors: Vec<String>,
     status: Option<BuildStatus>,
 }
+
+/// Download done and expected, NAR done and expected, URL.
+type LastBytes = (u64, Option<u64>, u64, u64, Option<String>);
 
 fn fetched(events: &[Event]) -> (BTreeMap<String, Fetched>, Option<u8>) {
     let mut names = Vec::new();

@@ -5,8 +5,12 @@
 //! the plan comes from the `these N derivations will be built:` message and the `.drv` files
 //! (when a [`DrvSource`] can read them), a build that stops after the actBuilds `done`
 //! counter moved succeeded, one that stops after an `error:` naming its derivation failed
-//! (the text says how), and any other stop was an interruption. Lines that are not `@nix`
-//! records become messages; a malformed record is an error naming its line.
+//! (the text says how), and any other stop was an interruption. A substitution
+//! (actSubstitute) stops before Nix moves the counters: the next `done` of actCopyPaths is
+//! its success, an error logged right after it is its substituter's failure (Nix tries the
+//! next one, or `failed` moves); its NAR download (actFileTransfer, whose parent Nix 2.8 does
+//! not name) and copy give its bytes. Lines that are not `@nix` records become messages; a
+//! malformed record is an error naming its line.
 
 use std::fmt;
 
