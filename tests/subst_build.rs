@@ -28,8 +28,16 @@ struct Chain {
     outs: [StorePath; 3],
 }
 
+/// The attributes `allowSubstitutes = false` gives a derivation (`""`: false).
+const NO_SUBSTITUTES: &[(&str, &str)] = &[("allowSubstitutes", "")];
+
 impl Chain {
     fn new() -> Chain {
+        Chain::with_attrs([&[], &[], &[]])
+    }
+
+    /// The chain with further attributes for `a`, `b` and `c`.
+    fn with_attrs(attrs: [&[(&str, &str)]; 3]) -> Chain {
         let mut t = TestStore::new();
         let marks = t.root().join("marks");
         let mark = |name: &str| format!("echo {name} >> {};", marks.display());
@@ -38,7 +46,7 @@ impl Chain {
             &["out"],
             &format!("{} echo a > $out", mark("a")),
             &[],
-            &[],
+            attrs[0],
         );
         let a_out = t.out_str(&a, "out");
         let b = t.drv(
@@ -46,7 +54,7 @@ impl Chain {
             &["out"],
             &format!("{} echo b $a > $out", mark("b")),
             &[(&a, "out")],
-            &[("a", &a_out)],
+            &[&[("a", a_out.as_str())], attrs[1]].concat(),
         );
         let b_out = t.out_str(&b, "out");
         let c = t.drv(
@@ -54,7 +62,7 @@ impl Chain {
             &["out"],
             &format!("{} echo c $b > $out", mark("c")),
             &[(&b, "out")],
-            &[("b", &b_out)],
+            &[&[("b", b_out.as_str())], attrs[2]].concat(),
         );
         let outs = [t.out(&a, "out"), t.out(&b, "out"), t.out(&c, "out")];
         let chain = Chain {
@@ -209,6 +217,87 @@ fn a_partial_closure_in_the_cache_plus_a_local_build_of_the_rest() {
     for out in &c.outs {
         assert!(c.t.is_valid(out));
     }
+}
+
+/// Which outputs of the chain `r` says it copied from `uri`, by their chain index.
+fn copied(c: &Chain, r: &Run, uri: &str) -> Vec<usize> {
+    (0..3)
+        .filter(|&i| r.stderr.contains(&c.copying(&c.outs[i], uri)))
+        .collect()
+}
+
+#[test]
+fn allow_substitutes_false_builds_the_derivation_and_still_fetches_its_inputs() {
+    let c = Chain::with_attrs([&[], &[], NO_SUBSTITUTES]);
+    let (_, uri) = c.cache("cache", &[&c.outs[2]], "");
+    let args = [opt("substituters", &uri), opt(NO_SIGS[0], NO_SIGS[1])].concat();
+    c.forget();
+    let r = c.build(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // c's output is in the cache but c says no substitutes: its builder runs (Nix 2.8's
+    // haveDerivation), while a and b, which allow them, are fetched.
+    assert_eq!(c.marks(), ["c"], "{}", r.stderr);
+    assert_eq!(copied(&c, &r, &uri), [0, 1], "{}", r.stderr);
+    assert!(r.stderr.contains(&c.building(2)), "{}", r.stderr);
+    assert!(c.outs.iter().all(|o| c.t.is_valid(o)));
+    assert_eq!(r.stdout.trim(), c.t.print(&c.outs[2]));
+
+    // Nix 2.8 has no `always-allow-substitutes` (later Nix does): it warns about an unknown
+    // setting and builds c all the same.
+    c.forget();
+    let mut always = opt("always-allow-substitutes", "true").to_vec();
+    always.extend_from_slice(&args);
+    let r = c.build(&always);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("warning: unknown setting 'always-allow-substitutes'\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(c.marks(), ["c"], "{}", r.stderr);
+    assert_eq!(copied(&c, &r, &uri), [0, 1], "{}", r.stderr);
+}
+
+#[test]
+fn allow_substitutes_false_on_an_input_does_not_stop_its_output_coming_as_a_reference() {
+    let c = Chain::with_attrs([&[], NO_SUBSTITUTES, &[]]);
+    let (dir, uri) = c.cache("cache", &[&c.outs[2]], "");
+    let args = [opt("substituters", &uri), opt(NO_SIGS[0], NO_SIGS[1])].concat();
+    c.forget();
+    let r = c.build(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // c is substituted with its closure; b's output comes as a reference of c's, which no
+    // derivation goal of b decides.
+    assert!(c.marks().is_empty(), "{}", r.stderr);
+    assert_eq!(copied(&c, &r, &uri), [0, 1, 2], "{}", r.stderr);
+
+    // The cache lacks a: c's closure is incomplete, so its inputs are realised: a is built
+    // (nobody has it), b is built (it allows no substitutes), then c is substituted after
+    // all.
+    std::fs::remove_file(subst_support::narinfo_path(&dir, &c.outs[0])).unwrap();
+    c.forget();
+    let r = c.build(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(c.marks(), ["a", "b"], "{}", r.stderr);
+    assert_eq!(copied(&c, &r, &uri), [2], "{}", r.stderr);
+    assert!(c.outs.iter().all(|o| c.t.is_valid(o)));
+}
+
+#[test]
+fn an_incomplete_closure_under_a_derivation_that_allows_no_substitutes() {
+    let c = Chain::with_attrs([&[], &[], NO_SUBSTITUTES]);
+    let (dir, uri) = c.cache("cache", &[&c.outs[2]], "");
+    // The cache has b and c but not a, which b's output refers to.
+    std::fs::remove_file(subst_support::narinfo_path(&dir, &c.outs[0])).unwrap();
+    c.forget();
+    let r = c.build(&[opt("substituters", &uri), opt(NO_SIGS[0], NO_SIGS[1])].concat());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // b's substitution is an incomplete closure: a is built, then b is substituted on the
+    // retry; c is built whatever the cache has.
+    assert_eq!(c.marks(), ["a", "c"], "{}", r.stderr);
+    assert_eq!(copied(&c, &r, &uri), [1], "{}", r.stderr);
+    assert!(c.outs.iter().all(|o| c.t.is_valid(o)));
 }
 
 #[test]
