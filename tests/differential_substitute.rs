@@ -66,13 +66,17 @@ fn last_line(out: &Output) -> String {
 }
 
 impl Peer {
-    fn new() -> Peer {
-        let dir = tempfile::tempdir().unwrap();
-        let mut peer = Peer {
-            dir,
+    /// A temporary directory for Nix, with nothing built yet.
+    fn empty() -> Peer {
+        Peer {
+            dir: tempfile::tempdir().unwrap(),
             root: String::new(),
             closure: Vec::new(),
-        };
+        }
+    }
+
+    fn new() -> Peer {
+        let mut peer = Peer::empty();
         fs::write(peer.path("workload.nix"), WORKLOAD).unwrap();
         let src = peer.path("src");
         fs::create_dir_all(src.join("sub")).unwrap();
@@ -526,6 +530,12 @@ fn realise(peer: &Peer, nix: bool, store: &Path, drv: &str, cache: &str, pk: &st
         "trusted-public-keys",
         pk,
     ];
+    realise_with(peer, nix, store, drv, &options)
+}
+
+/// Realises `drv` in `store` with real Nix (`nix-store -r`) or drover (`drover build`, with
+/// busybox in its sandbox as Nix has it), passing `options` to either.
+fn realise_with(peer: &Peer, nix: bool, store: &Path, drv: &str, options: &[&str]) -> Output {
     let store = store.to_str().unwrap();
     if nix {
         let mut args = vec!["--store", store, "-r", drv];
@@ -536,6 +546,7 @@ fn realise(peer: &Peer, nix: bool, store: &Path, drv: &str, cache: &str, pk: &st
     fs::create_dir_all(&conf).unwrap();
     Command::new(env!("CARGO_BIN_EXE_drover"))
         .args(["build", "--store", store, drv, "--no-out-link"])
+        .args(["--option", "sandbox-paths", "/bin/busybox"])
         .args(options)
         .env("NIX_CONF_DIR", &conf)
         .env("XDG_CONFIG_HOME", &conf)
@@ -640,4 +651,196 @@ fn nix_and_drover_realise_a_derivation_from_the_same_cache_alike() {
         );
     }
     assert!(!our_view.is_valid(&root).unwrap());
+}
+
+/// Two chains `a <- b <- c` (each output names its input's): in `top` c allows no
+/// substitutes, in `middle` b allows none.
+const CHAINS: &str = r#"
+let
+  sh = script: [ "sh" "-c" script ];
+  drv = attrs: derivation ({ system = "x86_64-linux"; builder = "/bin/busybox"; } // attrs);
+  chain = tag: attrs:
+    let
+      a = drv ({ name = "drover-as-${tag}-a"; args = sh "echo a > $out"; } // attrs.a or { });
+      b = drv ({ name = "drover-as-${tag}-b"; args = sh "echo b ${a} > $out"; } // attrs.b or { });
+      c = drv ({ name = "drover-as-${tag}-c"; args = sh "echo c ${b} > $out"; } // attrs.c or { });
+    in c;
+  no = { allowSubstitutes = false; };
+in {
+  top = chain "top" { c = no; };
+  middle = chain "middle" { b = no; };
+}
+"#;
+
+/// What one realisation did, by the chain's letters: the derivations it built (said
+/// `building` and left a build log), the paths it copied from a cache, the closure paths
+/// valid afterwards, its exit status and its output.
+#[derive(Debug, PartialEq, Eq)]
+struct Realised {
+    code: Option<i32>,
+    printed: String,
+    built: BTreeSet<String>,
+    logs: BTreeSet<String>,
+    fetched: BTreeSet<String>,
+    valid: BTreeSet<String>,
+}
+
+/// `drover-as-top-b.drv` → `b`.
+fn letter(name: &str) -> String {
+    let name = name.trim_end_matches(".drv");
+    name.rsplit('-').next().unwrap().to_owned()
+}
+
+fn realised(out: &Output, store: &Path, closure: &[StorePath]) -> Realised {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let quoted = |l: &str, prefix: &str| -> Option<String> {
+        let rest = l.strip_prefix(prefix)?;
+        Some(letter(rest.split('\'').next()?))
+    };
+    let built = stderr
+        .lines()
+        .filter_map(|l| quoted(l, "building '"))
+        .collect();
+    let fetched = stderr
+        .lines()
+        .filter_map(|l| quoted(l, "copying path '"))
+        .collect();
+    // Build logs: nix/var/log/nix/drvs/XX/REST.drv.bz2.
+    let mut logs = BTreeSet::new();
+    if let Ok(dirs) = fs::read_dir(store.join("nix/var/log/nix/drvs")) {
+        for dir in dirs {
+            for file in fs::read_dir(dir.unwrap().path()).unwrap() {
+                let name = file.unwrap().file_name().to_string_lossy().into_owned();
+                logs.insert(letter(name.trim_end_matches(".bz2")));
+            }
+        }
+    }
+    let view = open_store(store);
+    let valid = closure
+        .iter()
+        .filter(|p| view.is_valid(p).unwrap())
+        .map(|p| letter(p.name()))
+        .collect();
+    Realised {
+        code: out.status.code(),
+        printed: last_line(out),
+        built,
+        logs,
+        fetched,
+        valid,
+    }
+}
+
+fn letters(s: &str) -> BTreeSet<String> {
+    s.chars().map(String::from).collect()
+}
+
+#[test]
+fn allow_substitutes_false_is_honoured_as_nix_honours_it() {
+    if !common::require_nix() {
+        return;
+    }
+    let peer = Peer::empty();
+    let chains = peer.path("chains.nix");
+    fs::write(&chains, CHAINS).unwrap();
+    let chains_s = chains.to_str().unwrap();
+    let built = peer.run(
+        "nix-build",
+        &["--store", &peer.store_arg(), "--no-out-link", chains_s],
+    );
+    let roots: Vec<String> = String::from_utf8(built.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(roots.len(), 2, "{roots:?}");
+    // Both chains, unsigned, in one cache; and a copy of it without the two `a`s.
+    let cache = peer.path("cache");
+    let mut args = vec![
+        "copy".to_owned(),
+        "--store".to_owned(),
+        peer.store_arg(),
+        "--to".to_owned(),
+        format!("file://{}?compression=none", cache.display()),
+    ];
+    args.extend(roots.iter().cloned());
+    peer.run("nix", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let no_a = peer.path("cache-no-a");
+    subst_support::copy_dir(&cache, &no_a);
+    let mut closures: BTreeMap<&str, Vec<StorePath>> = BTreeMap::new();
+    for (attr, root) in ["middle", "top"].into_iter().zip(&roots) {
+        let out = peer.run("nix-store", &["--store", &peer.store_arg(), "-qR", root]);
+        let closure: Vec<StorePath> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|p| sd().parse(p).unwrap())
+            .collect();
+        assert_eq!(closure.len(), 3, "{closure:?}");
+        let a = closure.iter().find(|p| letter(p.name()) == "a").unwrap();
+        fs::remove_file(subst_support::narinfo_path(&no_a, a)).unwrap();
+        assert!(root.ends_with(&format!("-drover-as-{attr}-c")), "{root}");
+        closures.insert(attr, closure);
+    }
+
+    let uri = |dir: &Path| format!("file://{}", dir.display());
+    // (attribute, cache, further options, built, fetched): what Nix 2.8 does, which drover
+    // must do too.
+    let scenarios: [(&str, &Path, &[&str], &str, &str); 5] = [
+        // c is built though it is cached; its inputs are fetched.
+        ("top", &cache, &[], "c", "ab"),
+        // Unknown to Nix 2.8 (later Nix has it): no effect.
+        (
+            "top",
+            &cache,
+            &["--option", "always-allow-substitutes", "true"],
+            "c",
+            "ab",
+        ),
+        // b's output comes as a reference of c's.
+        ("middle", &cache, &[], "", "abc"),
+        // b's closure is incomplete: a is built, b fetched on the retry, c built.
+        ("top", &no_a, &[], "ac", "b"),
+        // c's closure is incomplete: a is built, b too (no substitutes), then c is fetched.
+        ("middle", &no_a, &[], "ab", "c"),
+    ];
+    for (n, (attr, cache, extra, built, fetched)) in scenarios.into_iter().enumerate() {
+        let cache_uri = uri(cache);
+        let mut options = vec![
+            "--option",
+            "substituters",
+            &cache_uri,
+            "--option",
+            "require-sigs",
+            "false",
+        ];
+        options.extend(extra);
+        let mut results = Vec::new();
+        for (nix, who) in [(true, "nix"), (false, "drover")] {
+            let store = peer.path(&format!("{who}-{n}"));
+            let inst = peer.run(
+                "nix-instantiate",
+                &["--store", store.to_str().unwrap(), chains_s, "-A", attr],
+            );
+            let drv = last_line(&inst);
+            let out = realise_with(&peer, nix, &store, &drv, &options);
+            results.push((realised(&out, &store, &closures[attr]), out));
+        }
+        let (ours, ours_out) = results.pop().unwrap();
+        let (theirs, theirs_out) = results.pop().unwrap();
+        let context = format!(
+            "scenario {n} ({attr}, {cache_uri}, {extra:?})\nnix:\n{}\ndrover:\n{}",
+            String::from_utf8_lossy(&theirs_out.stderr),
+            String::from_utf8_lossy(&ours_out.stderr)
+        );
+        assert_eq!(ours, theirs, "{context}");
+        let expected = Realised {
+            code: Some(0),
+            printed: format!("/nix/store/{}", closures[attr][2].base_name()),
+            built: letters(built),
+            logs: letters(built),
+            fetched: letters(fetched),
+            valid: letters("abc"),
+        };
+        assert_eq!(theirs, expected, "{context}");
+    }
 }
