@@ -18,6 +18,8 @@
 //! `max-substitution-jobs` (from later Nix; unset, substitutions share the build slots as in
 //! Nix 2.8). Nix's default cache, `https://cache.nixos.org`, serves `/nix/store`: for a store
 //! with another store dir it is left out without asking it (Nix asks, then refuses it).
+//! `always-allow-substitutes` (which overrides `allowSubstitutes = false`) came after Nix 2.8:
+//! as in 2.8 it is an unknown setting, with a warning, and derivations keep their say.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -626,6 +628,10 @@ mod tests {
         let sched = t.scheduler_settings(&nix);
         assert_eq!(sched.max_substitution_jobs, Some(4));
         assert!(sched.try_fallback);
+
+        // Later Nix's `always-allow-substitutes` is unknown to Nix 2.8, so to drover.
+        t.set("always-allow-substitutes", "true").unwrap();
+        assert_eq!(t.warnings, ["unknown setting 'always-allow-substitutes'"]);
 
         // `substitute = false`: no cache is opened at all.
         t.set("substitute", "false").unwrap();

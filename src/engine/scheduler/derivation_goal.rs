@@ -9,6 +9,14 @@
 //! build, and `buildDone` (classify the outcome, repeat rounds). Repair mode adds
 //! `repairClosure`/`closureRepaired`.
 //!
+//! Two attributes of the derivation matter here as in Nix 2.8. `allowSubstitutes = false`
+//! skips only the substitution of the goal's own outputs in `haveDerivation`: its inputs are
+//! still substituted, and its outputs still are when they come as references of another
+//! substituted path. `preferLocalBuild` does not touch substitution; in Nix 2.8 it keeps a
+//! build off remote builders (drover has none) and, here as in Nix 003, lets the build run
+//! with `max-jobs = 0` (see the scheduler's differences). Nix 2.8 has no
+//! `always-allow-substitutes` (later Nix does); drover, like 2.8, warns that it is unknown.
+//!
 //! The derivation summary ([`DrvInfo`]) is dropped once the input goals exist; the goal keeps
 //! only its output paths and two flags. So memory follows the goals that are loading their
 //! derivation rather than every goal of the run (Nix keeps each derivation in memory).

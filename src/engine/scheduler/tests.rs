@@ -1336,6 +1336,65 @@ fn an_incomplete_closure_builds_the_inputs_then_substitutes_again() {
     assert_eq!(t.run_done(), Some(0));
 }
 
+impl T {
+    /// The paths the substituters were asked about so far.
+    fn queried(&self) -> Vec<StorePath> {
+        self.all_effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::QuerySubstitute { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn allow_substitutes_false_builds_the_derivation_but_substitutes_its_inputs() {
+    let mut store = MemStore::default();
+    store.add("lib", &[]);
+    store.add_with("app", &["lib"], |d| d.allow_substitutes = false);
+    let mut t = T::new(store, subst_settings());
+    t.start(&["app"]);
+    // Every path is in the cache; app's output is never asked about (Nix 2.8's
+    // haveDerivation), lib's is.
+    t.answer_queries(|p| found(vec![p.clone()]));
+    assert_eq!(t.queried(), [out_path("lib")]);
+    t.finish_substitutions(SubstitutionOutcome::Success);
+    assert_eq!(t.status("lib"), Some(BuildStatus::Substituted));
+    t.succeed("app");
+    assert_eq!(t.status("app"), Some(BuildStatus::Built));
+    assert_eq!(t.run_done(), Some(0));
+}
+
+#[test]
+fn an_output_of_a_derivation_allowing_no_substitutes_comes_as_a_reference() {
+    let mut store = MemStore::default();
+    store.add_with("lib", &[], |d| d.allow_substitutes = false);
+    // preferLocalBuild only keeps a build off remote builders in Nix 2.8: app, which says
+    // it, is substituted like any other derivation.
+    store.add_with("app", &["lib"], |d| d.prefer_local_build = true);
+    let mut t = T::new(store, subst_settings());
+    t.start(&["app"]);
+    t.answer_queries(|p| {
+        if *p == out_path("app") {
+            found(vec![out_path("lib"), out_path("app")])
+        } else {
+            found(vec![])
+        }
+    });
+    assert_eq!(t.queried(), [out_path("app"), out_path("lib")]);
+    t.finish_substitutions(SubstitutionOutcome::Success);
+    assert!(t.building().is_empty());
+    assert_eq!(t.status("app"), Some(BuildStatus::Substituted));
+    assert!(t.store.is_valid(&out_path("lib")));
+    assert!(
+        t.s.find_goal(&drv_path("lib")).is_none(),
+        "lib's derivation is never looked at"
+    );
+    assert_eq!(t.run_done(), Some(0));
+}
+
 #[test]
 fn a_failed_substitute_needs_fallback_to_build() {
     for fallback in [false, true] {
