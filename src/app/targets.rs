@@ -118,27 +118,26 @@ pub fn resolve_all(
     args: &[String],
     attrs: &[String],
 ) -> Result<Vec<Wanted>, AppError> {
-    let mut wanted = Vec::new();
-    let mut files = 0;
-    for arg in args {
-        match TargetKind::of(arg) {
-            TargetKind::Plan => {
-                files += 1;
-                wanted.extend(plan_targets(store, &Plan::load(Path::new(arg))?, attrs)?);
-            }
-            TargetKind::Nix => {
-                files += 1;
-                wanted.extend(nix_targets(store, Path::new(arg), attrs)?);
-            }
-            TargetKind::Store => wanted.push(resolve(store, arg)?),
-        }
-    }
+    let files = args
+        .iter()
+        .filter(|a| TargetKind::of(a) != TargetKind::Store)
+        .count();
     if !attrs.is_empty() && files == 0 {
         return Err(AppError::Usage(
             "-A selects attributes of plan (.toml) or Nix (.nix) files, and no such file was \
              given"
                 .into(),
         ));
+    }
+    let mut wanted = Vec::new();
+    for arg in args {
+        match TargetKind::of(arg) {
+            TargetKind::Plan => {
+                wanted.extend(plan_targets(store, &Plan::load(Path::new(arg))?, attrs)?);
+            }
+            TargetKind::Nix => wanted.extend(nix_targets(store, Path::new(arg), attrs)?),
+            TargetKind::Store => wanted.push(resolve(store, arg)?),
+        }
     }
     Ok(wanted)
 }
