@@ -205,3 +205,40 @@ fn the_old_simulated_workload_is_still_a_simulate_example() {
     assert_eq!(out.status.code(), Some(100), "{stdout}");
     assert!(stdout.contains(" built, 0 substituted, 0 already valid, 1 failed, "));
 }
+
+#[test]
+fn an_interrupt_cancels_the_demo_and_removes_its_files() {
+    use std::io::{BufRead, BufReader, Read};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["demo", "--log-format", "plain"])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("building '") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no build started");
+    }
+    // SAFETY: signalling the drover we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{stdout}\n{rest}");
+    assert!(rest.contains("error: interrupted by the user\n"), "{rest}");
+    assert!(stdout.contains(" cancelled, in "), "{stdout}");
+    assert!(!stdout.contains("retried"), "{stdout}");
+    assert!(stdout.ends_with("  exit status 1\n"), "{stdout}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}

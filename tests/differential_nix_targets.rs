@@ -134,7 +134,7 @@ fn an_attribute_of_a_nix_file_builds_with_the_derivations_nix_instantiate_writes
     let drv = f.nix_instantiate("world");
     let deriver = f.nix_store(&["--query", "--deriver", world]);
     assert!(deriver.status.success(), "{deriver:?}");
-    assert_eq!(stdout_lines(&deriver), [drv.clone()]);
+    assert_eq!(stdout_lines(&deriver), [drv]);
     // Real Nix reads drover's store: the outputs verify and have the references it expects.
     let hello_dev = std::fs::read_to_string(world)
         .unwrap()
@@ -147,7 +147,7 @@ fn an_attribute_of_a_nix_file_builds_with_the_derivations_nix_instantiate_writes
         assert!(v.status.success(), "{p}: {v:?}");
     }
     let refs = f.nix_store(&["--query", "--references", world]);
-    assert_eq!(stdout_lines(&refs), [hello_dev.clone()]);
+    assert_eq!(stdout_lines(&refs), std::slice::from_ref(&hello_dev));
     let hash = f.nix_store(&["--query", "--hash", world]);
     let nix_hash = nix_command("nix-hash")
         .args(["--type", "sha256", "--base32", world])

@@ -315,10 +315,13 @@ fn print_lines<O: Write + Send + 'static, E: Write + Send + 'static>(
     watcher: Option<Watcher>,
     mut output: Output<O, E>,
 ) -> Result<u8, AppError> {
-    // The run lingers while a watcher may still send commands (a retry after the last
-    // build failed); without one every handle is gone once the run starts.
+    // With a watcher the run lingers while it may still send commands (a retry after the
+    // last build failed); the interrupt handler then holds a weak handle, so as not to keep
+    // the run open itself. Without one the handler's handle is the only one, and the run
+    // ends when its goals do.
+    let lingering = watcher.is_some();
     let options = DriverOptions {
-        linger: true,
+        linger: lingering,
         ..DriverOptions::default()
     };
     let (driver, handle) = driver::driver(scheduler, executor, options);
@@ -336,13 +339,23 @@ fn print_lines<O: Write + Send + 'static, E: Write + Send + 'static>(
         });
         // The first interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the run: builders are killed
         // and build directories cleaned up. A second one ends drover at once.
-        let interrupts = handle.downgrade();
+        let cancel: Box<dyn Fn() + Send> = if lingering {
+            let weak = handle.downgrade();
+            Box::new(move || {
+                weak.send(RunCommand::CancelAll);
+            })
+        } else {
+            let strong = handle.clone();
+            Box::new(move || {
+                strong.send(RunCommand::CancelAll);
+            })
+        };
         let mut signals = Interrupts::new()?;
         let ctrl_c = tokio::spawn(async move {
             signals.next().await;
             // Cancel first: after a hangup standard error may be gone, and the message is
             // best effort (eprintln! would panic and leave the build running).
-            interrupts.send(RunCommand::CancelAll);
+            cancel();
             let _ = writeln!(std::io::stderr(), "error: interrupted by the user");
             signals.next().await;
             std::process::exit(1);

@@ -274,6 +274,7 @@ pub fn watcher(
             let mut handle = Some(handle);
             let mut lock_seen = Some(lock_seen);
             let mut flaky_failed = None;
+            let mut retried = false;
             while let Some(batch) = events.recv().await {
                 let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
                 for e in batch.iter() {
@@ -298,20 +299,30 @@ pub fn watcher(
                         {
                             flaky_failed = Some(*goal);
                         }
-                        // Once retried (or with nothing to retry), the watcher lets the
-                        // run end.
+                        // Once the retried run is done (or with nothing to retry), the
+                        // watcher lets the run end.
                         EventKind::RunDone { .. } => {
-                            if let (Some(h), Some(goal)) = (handle.take(), flaky_failed.take()) {
+                            // Not after the run was cancelled (an interrupt, the TUI's `C`).
+                            let retry = flaky_failed
+                                .take()
+                                .filter(|_| !retried && !report.any_cancelled());
+                            if let (Some(h), Some(goal)) = (&handle, retry) {
+                                retried = true;
                                 // What the suite sees when it runs again (see test.sh).
                                 let mark = state.join(format!("{FLAKY}.retry"));
                                 if let Err(e) = std::fs::write(&mark, "") {
                                     report.problem = Some(format!("{}: {e}", mark.display()));
                                 }
                                 let pause = RETRY_AFTER_MS / 1000.0 / speed;
+                                let h = h.clone();
                                 tokio::spawn(async move {
                                     tokio::time::sleep(Duration::from_secs_f64(pause)).await;
                                     h.send(Command::Retry { goal });
                                 });
+                            } else {
+                                // The handle stayed through the retried run, so that an
+                                // interrupt could still cancel it.
+                                handle = None;
                             }
                         }
                         _ => {}
@@ -400,6 +411,11 @@ impl DemoReport {
         }
     }
 
+    /// Whether a goal was stopped (its last status is `Cancelled`).
+    pub fn any_cancelled(&self) -> bool {
+        self.status.values().any(|s| *s == BuildStatus::Cancelled)
+    }
+
     pub fn name(&self, goal: GoalId) -> &str {
         self.names.get(&goal).map_or("?", String::as_str)
     }
@@ -434,10 +450,14 @@ impl DemoReport {
             .filter(|&&s| is_root_failure(s))
             .count();
         let mut text = String::new();
+        let cancelled = match count(BuildStatus::Cancelled) {
+            0 => String::new(),
+            n => format!(", {n} cancelled"),
+        };
         let _ = writeln!(
             text,
             "drover demo: {} derivations built, {} failed, {} not built for a failed \
-             input, in {} with {jobs} build slots, {sandboxed}",
+             input{cancelled}, in {} with {jobs} build slots, {sandboxed}",
             count(BuildStatus::Built),
             failed,
             count(BuildStatus::DependencyFailed),
