@@ -199,8 +199,9 @@ fn run_demo(args: &DemoArgs, root: &Path) -> Result<u8, AppError> {
     let mut settings = Settings {
         max_jobs: args.jobs.max(1),
         keep_going: true,
-        // Lock waits are polled; once a second keeps the demo's short.
-        poll_interval: 1,
+        // A busy lock is tried again after this many seconds (Nix's default is 5): every
+        // two seconds at speed 1, every second when faster.
+        poll_interval: (2.0 / args.speed).round().max(1.0) as u64,
         build_dir: Some(build_dir),
         ..Settings::default()
     };

@@ -664,10 +664,10 @@ fn draw_summary(ui: &mut Ui, area: Rect, buf: &mut Buffer) {
         .map(|g| &*g.name)
         .collect();
     if !again.is_empty() {
-        lines.push((
-            format!("↻ ran again (retried): {}", again.join(", ")),
-            t.dim(),
-        ));
+        lines.push(("↻ ran again after a retry:".into(), Style::new()));
+        for line in wrap(&again, ", ", inner.width.saturating_sub(2) as usize) {
+            lines.push((format!("  {line}"), t.dim()));
+        }
     }
     if !s.failed.is_empty() || s.dependency_failed > 0 {
         lines.push((
