@@ -62,6 +62,16 @@ fn the_demo_runs_headless_in_under_a_minute_and_retries_the_flaky_test() {
     assert!(stderr.contains("tide-net-tests-2.4.0> test result: ok. 6 passed; 0 failed"));
     assert!(stderr.contains("zlib-1.3.1>   CC       adler32.lo"));
     assert!(stderr.contains("libuv-1.48.0> [1/10] Building C object"));
+    // Sandboxed where the kernel allows (it says why not otherwise): builds run in /build.
+    if !stderr.contains("note: the demo builds without a sandbox") {
+        assert!(stdout.contains(" build slots, sandboxed\n"), "{stdout}");
+        assert!(
+            stderr.contains(
+                "libuv-1.48.0> -- Build files have been written to: /build/libuv-v1.48.0/build\n"
+            ),
+            "{stderr}"
+        );
+    }
     assert_eq!(
         stderr.matches("building '").count(),
         40,
@@ -99,6 +109,12 @@ fn unsandboxed_with_keep_the_store_holds_valid_outputs_and_the_events_are_json()
         "{stderr}"
     );
     assert!(stdout.contains("with 8 build slots, without a sandbox (--no-sandbox)"));
+    // Unsandboxed, builds run in the demo's own build directory.
+    let build_top = format!(
+        "-- Build files have been written to: {}/drover-demo-",
+        tmp.path().canonicalize().unwrap().display()
+    );
+    assert!(stderr.contains(&build_top), "{stderr}");
     // drover's events, one JSON object a line, after the note.
     let events: Vec<Event> = stderr
         .lines()

@@ -28,7 +28,7 @@ if [ -n "${cmake:-}" ]; then
     done
     echo "-- Configuring done (0.4s)"
     echo "-- Generating done (0.0s)"
-    echo "-- Build files have been written to: /build/$root/build"
+    echo "-- Build files have been written to: $NIX_BUILD_TOP/$root/build"
 else
     echo "configure flags: --prefix=$out --disable-static ${configureFlags:-}"
     for check in "for gcc... gcc" "whether the C compiler works... yes" \
