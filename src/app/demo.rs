@@ -166,6 +166,8 @@ fn use_sandbox(
     settings.sandbox = SandboxMode::Enabled;
     let paths = &mut settings.sandboxing.paths;
     paths.insert("/bin/sh".into());
+    // Where a dynamically linked shell finds its loader and libraries: the usual places,
+    // and Nix's store on NixOS-like systems (whichever exist).
     for dir in [
         "/lib",
         "/lib64",
@@ -173,6 +175,7 @@ fn use_sandbox(
         "/usr/lib",
         "/usr/lib64",
         "/usr/lib32",
+        "/nix/store",
     ] {
         paths.insert(format!("{dir}?"));
     }
