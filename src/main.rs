@@ -22,6 +22,10 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(HELPER_ARG)) {
         drover::sandbox::helper::main();
     }
+    // The demo's builders call drover for what a shell cannot do (sleep, mkdir).
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(demo::TOOL_ARG)) {
+        demo::tool_main();
+    }
     let cli = Cli::parse();
     match run(&cli.command) {
         Ok(status) => ExitCode::from(status),

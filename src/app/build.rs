@@ -14,13 +14,12 @@ use clap::Args;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::app::AppError;
-use crate::app::live;
-use crate::app::missing::print_missing;
-use crate::app::output::LogFormat;
-use crate::app::plain::PlainPrinter;
+use crate::app::live::{self, Watcher};
+use crate::app::missing::{SubstituteSource, print_missing_with};
+use crate::app::output::{LogFormat, Output};
 use crate::app::plumbing::store::StoreArgs;
 use crate::app::stored_logs::StoreLogs;
-use crate::app::targets::{Wanted, resolve};
+use crate::app::targets::{Wanted, resolve_all};
 use crate::app::tui::{self, TuiOptions};
 use crate::engine::api::{BuildMode, Command as RunCommand};
 use crate::engine::build::Builder;
@@ -76,13 +75,19 @@ pub struct BuildArgs {
     /// Create no out-links.
     #[arg(long)]
     pub no_out_link: bool,
-    /// Output format (default: the terminal UI on a terminal, plain lines otherwise).
+    /// Output format (default: the terminal UI on a terminal, plain lines otherwise); every
+    /// format goes to standard error, the output paths to standard output.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Only say what would be built and fetched (with download sizes), then stop.
     #[arg(long)]
     pub dry_run: bool,
-    /// Derivations (`/nix/store/…-x.drv`, optionally `^out,dev`) or store paths.
+    /// Build this attribute of the plan or Nix file targets (repeatable; a plan without it
+    /// builds every derivation no other one depends on).
+    #[arg(short = 'A', long = "attr", value_name = "NAME")]
+    pub attrs: Vec<String>,
+    /// Derivations (`/nix/store/…-x.drv`, optionally `^out,dev`), store paths, plan files
+    /// (`plan.toml`) or Nix files (`default.nix`, instantiated by nix-instantiate).
     #[arg(required = true, value_name = "TARGET")]
     pub targets: Vec<String>,
 }
@@ -188,22 +193,81 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<(), AppError> {
 
 /// Runs `drover build`; its exit status.
 pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
-    // Files drover writes for builders (passAsFile, .attrs.*) get the modes Nix gives them:
-    // Nix runs with umask 022.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let settings = args.settings()?;
     let store = Arc::new(args.store.open()?);
-    let mut wanted = Vec::new();
-    for t in &args.targets {
-        wanted.push(resolve(&store, t)?);
-    }
+    let wanted = resolve_all(&store, &args.targets, &args.attrs)?;
     for w in &settings.warnings {
         eprintln!("warning: {w}");
     }
     if args.dry_run {
         return crate::app::missing::dry_run(&store, &wanted, &settings, args.log_format);
     }
-    print_missing(&store, &wanted)?;
+    let substituters =
+        RunSubstituters::open(&settings, store.store_dir()).map_err(settings_error)?;
+    let format = resolve_log_format(args.log_format);
+    let listing_format = if format == LogFormat::Tui {
+        LogFormat::Plain
+    } else {
+        format
+    };
+    print_missing_with(
+        &store,
+        &wanted,
+        &SubstituteSource::of_run(&settings, &substituters),
+        listing_format,
+    )?;
+    let targets: Vec<Target> = wanted.iter().map(|w| w.target.clone()).collect();
+    let run = RunOptions {
+        title: "drover build".into(),
+        format,
+        mode: args.mode(),
+        plain_summary: false,
+        watcher: None,
+    };
+    let exit_status = run_build(store.clone(), &settings, substituters, &targets, run)?;
+    if exit_status != 0 {
+        return Ok(exit_status);
+    }
+    finish_outputs(&store, args, &wanted)?;
+    Ok(0)
+}
+
+/// The log format asked for, else the TUI on a terminal (see [`tui::is_terminal`]) and
+/// plain lines otherwise.
+pub fn resolve_log_format(asked: Option<LogFormat>) -> LogFormat {
+    asked.unwrap_or_else(|| {
+        if tui::is_terminal() {
+            LogFormat::Tui
+        } else {
+            LogFormat::Plain
+        }
+    })
+}
+
+/// How a build run is shown and steered.
+pub struct RunOptions {
+    /// What the TUI's header calls the run.
+    pub title: String,
+    pub format: LogFormat,
+    pub mode: BuildMode,
+    /// Plain lines end with drover's one-line summary (nix-build has none).
+    pub plain_summary: bool,
+    /// Follows the run beside its front-end (see [`live::Watcher`]).
+    pub watcher: Option<Watcher>,
+}
+
+/// Builds `targets` in `store` with `settings`, shown in the TUI or as plain, JSON or Nix
+/// internal-json lines on standard error; the run's exit status (Nix's).
+pub fn run_build(
+    store: Arc<LocalStore>,
+    settings: &Settings,
+    substituters: RunSubstituters,
+    targets: &[Target],
+    run: RunOptions,
+) -> Result<u8, AppError> {
+    // Files drover writes for builders (passAsFile, .attrs.*) get the modes Nix gives them:
+    // Nix runs with umask 022.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let supervisors = Supervisors::new(
         Supervisors::current_exe().map_err(|e| AppError::io("finding", Path::new("drover"), e))?,
     );
@@ -212,14 +276,10 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
         settings.build_settings(),
         supervisors,
     ));
-    let substituters =
-        RunSubstituters::open(&settings, store.store_dir()).map_err(settings_error)?;
     let mut scheduler_settings = settings.scheduler_settings(store.store_dir());
     scheduler_settings.substituters = substituters.uris();
     let (max_jobs, keep_going) = (scheduler_settings.max_jobs, scheduler_settings.keep_going);
     let scheduler = Scheduler::new(scheduler_settings);
-    let targets: Vec<Target> = wanted.iter().map(|w| w.target.clone()).collect();
-    let mode = args.mode();
     // Preparing and registering builds runs on blocking threads: a few per CPU keep the CPUs
     // busy, more only cost memory (each thread gets its own allocator heap).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -228,69 +288,95 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
         .max_blocking_threads(2 * cpus)
         .build()
         .map_err(|e| AppError::io("starting", Path::new("the runtime"), e))?;
-    let use_tui = args
-        .log_format
-        .map_or_else(tui::is_terminal, |f| f == LogFormat::Tui);
-    let exit_status = if use_tui {
-        let mut options = TuiOptions::new("drover build", max_jobs, keep_going);
-        let config = store.config();
-        let history = DroverDb::open(&config.state_dir)?;
-        options.history = Arc::new(DurationHistory::new(history));
-        options.logs = Arc::new(StoreLogs {
-            store_dir: config.store_dir.clone(),
-            log_dir: config.log_dir.clone(),
-        });
-        let _runtime_context = runtime.enter();
-        let executor = LocalExecutor::new(builder, substituters);
-        let mut outcome =
-            live::run_with_tui(&runtime, scheduler, executor, &targets, mode, options)?;
-        runtime.block_on(outcome.executor.shutdown());
-        outcome.exit_status
-    } else {
-        print_plain(&runtime, builder, substituters, scheduler, &targets, mode)?
-    };
-    if exit_status != 0 {
-        return Ok(exit_status);
+    let RunOptions {
+        title,
+        format,
+        mode,
+        plain_summary,
+        watcher,
+    } = run;
+    let _runtime_context = runtime.enter();
+    let executor = LocalExecutor::new(builder, substituters);
+    if format != LogFormat::Tui {
+        let mut output = Output::new(
+            format,
+            BufWriter::with_capacity(1 << 16, std::io::stderr()),
+            BufWriter::with_capacity(1 << 16, std::io::stderr()),
+        );
+        let plain = output.plain_mut();
+        plain.summary = plain_summary;
+        plain.omit_log_tails = true;
+        return print_lines(
+            &runtime, scheduler, executor, targets, mode, watcher, output,
+        );
     }
-    finish_outputs(&store, args, &wanted)?;
-    Ok(0)
+    let mut options = TuiOptions::new(title, max_jobs, keep_going);
+    let config = store.config();
+    let history = DroverDb::open(&config.state_dir)?;
+    options.history = Arc::new(DurationHistory::new(history));
+    options.logs = Arc::new(StoreLogs {
+        store_dir: config.store_dir.clone(),
+        log_dir: config.log_dir.clone(),
+    });
+    let mut outcome = live::run_with_tui_watched(
+        &runtime, scheduler, executor, targets, mode, options, watcher,
+    )?;
+    runtime.block_on(outcome.executor.shutdown());
+    Ok(outcome.exit_status)
 }
 
-/// Runs the build printing plain lines like nix-build's on standard error; its exit status.
-fn print_plain(
+/// Runs the build printing lines (plain like nix-build's, drover's JSON or Nix's
+/// internal-json) on standard error; its exit status.
+fn print_lines<O: Write + Send + 'static, E: Write + Send + 'static>(
     runtime: &tokio::runtime::Runtime,
-    builder: Arc<Builder>,
-    substituters: RunSubstituters,
     scheduler: Scheduler,
+    executor: LocalExecutor,
     targets: &[Target],
     mode: BuildMode,
+    watcher: Option<Watcher>,
+    mut output: Output<O, E>,
 ) -> Result<u8, AppError> {
+    // With a watcher the run lingers while it may still send commands (a retry after the
+    // last build failed); the interrupt handler then holds a weak handle, so as not to keep
+    // the run open itself. Without one the handler's handle is the only one, and the run
+    // ends when its goals do.
+    let lingering = watcher.is_some();
+    let options = DriverOptions {
+        linger: lingering,
+        ..DriverOptions::default()
+    };
+    let (driver, handle) = driver::driver(scheduler, executor, options);
+    let mut events = handle.subscribe(Delivery::Lossless { capacity: 1 << 16 });
+    let watcher = live::start_watcher(runtime, &handle, watcher);
     runtime.block_on(async move {
-        let executor = LocalExecutor::new(builder, substituters);
-        let (driver, handle) = driver::driver(scheduler, executor, DriverOptions::default());
-        let mut events = handle.subscribe(Delivery::Lossless { capacity: 1 << 16 });
         let printer = tokio::spawn(async move {
-            let mut err = BufWriter::with_capacity(1 << 16, std::io::stderr());
-            let mut plain = PlainPrinter::new();
-            plain.summary = false;
-            plain.omit_log_tails = true;
             while let Some(batch) = events.recv().await {
                 for e in batch.iter() {
-                    plain.event(e, &mut err)?;
+                    output.event(e)?;
                 }
-                err.flush()?;
+                output.flush()?;
             }
-            err.flush()
+            output.flush()
         });
         // The first interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the run: builders are killed
         // and build directories cleaned up. A second one ends drover at once.
-        let interrupts = handle.clone();
+        let cancel: Box<dyn Fn() + Send> = if lingering {
+            let weak = handle.downgrade();
+            Box::new(move || {
+                weak.send(RunCommand::CancelAll);
+            })
+        } else {
+            let strong = handle.clone();
+            Box::new(move || {
+                strong.send(RunCommand::CancelAll);
+            })
+        };
         let mut signals = Interrupts::new()?;
         let ctrl_c = tokio::spawn(async move {
             signals.next().await;
             // Cancel first: after a hangup standard error may be gone, and the message is
             // best effort (eprintln! would panic and leave the build running).
-            interrupts.send(RunCommand::CancelAll);
+            cancel();
             let _ = writeln!(std::io::stderr(), "error: interrupted by the user");
             signals.next().await;
             std::process::exit(1);
@@ -299,6 +385,9 @@ fn print_plain(
         let mut outcome = driver.run(targets, mode).await;
         outcome.executor.shutdown().await;
         ctrl_c.abort();
+        if let Some(w) = watcher {
+            let _ = w.await;
+        }
         printer
             .await
             .map_err(|e| AppError::Usage(format!("output task failed: {e}")))?

@@ -22,7 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Build derivations (like `nix-build` / `nix-store --realise`).
     Build(build::BuildArgs),
-    /// Watch the embedded demo workload (simulated builds) in the terminal UI.
+    /// Build the embedded demo workload (39 real derivations, in a throwaway store) in the
+    /// terminal UI.
     Demo(demo::DemoArgs),
     /// Run the real scheduler on simulated builds (virtual time), printing what happens.
     Simulate(simulate::SimulateArgs),

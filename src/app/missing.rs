@@ -17,6 +17,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::app::AppError;
+use crate::app::nix_json::next_activity_id;
 use crate::app::output::LogFormat;
 use crate::app::targets::Wanted;
 use crate::engine::build::parsed::ParsedDrv;
@@ -347,14 +348,13 @@ pub fn print_missing_with(
     let mut text = Vec::new();
     if format == LogFormat::InternalJson {
         // As Nix: the query is an activity (of level debug, 6; type unknown, 0), then the
-        // listing. Activity ids carry the process id in their high half.
-        // Each lookup is one too (query path info, 109; talkative, 4), within it.
-        let id = u64::from(std::process::id()) << 32;
+        // listing. Each lookup is one too (query path info, 109; talkative, 4), within it.
+        let id = next_activity_id();
         let start = serde_json::json!({"action": "start", "id": id, "level": 6,
             "text": "querying info about missing paths", "type": 0});
         text.extend_from_slice(format!("@nix {start}\n").as_bytes());
-        for (n, (path, uri)) in missing.lookups.iter().enumerate() {
-            let sub_id = id + 1 + n as u64;
+        for (path, uri) in &missing.lookups {
+            let sub_id = next_activity_id();
             let path = store.print(path);
             let start = serde_json::json!({"action": "start", "fields": [path, uri],
                 "id": sub_id, "level": 4, "type": 109,
@@ -392,11 +392,6 @@ pub fn dry_run(
     let source = SubstituteSource::from_settings(settings, store)?;
     print_missing_with(store, wanted, &source, format.unwrap_or(LogFormat::Plain))?;
     Ok(0)
-}
-
-/// Says what will be built, as nix-build does before it starts, without substituters.
-pub fn print_missing(store: &LocalStore, wanted: &[Wanted]) -> Result<(), AppError> {
-    print_missing_with(store, wanted, &SubstituteSource::none(), LogFormat::Plain).map(drop)
 }
 
 #[cfg(test)]

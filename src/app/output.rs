@@ -1,6 +1,8 @@
-//! The line front-ends behind `--log-format`: each event goes to the chosen one. Plain lines
-//! and drover's JSON go to standard output; Nix's internal-json goes to standard error, where
-//! Nix writes it (so `2>&1 | nom` works as it does with Nix).
+//! The line front-ends behind `--log-format`: each event goes to the chosen one. For
+//! `simulate` and `replay`, plain lines and drover's JSON go to standard output and Nix's
+//! internal-json to standard error, where Nix writes it (so `2>&1 | nom` works as it does
+//! with Nix); `drover build` writes every format to standard error, as its standard output
+//! carries the output paths.
 
 use std::io::{self, BufWriter, Stderr, Stdout, Write};
 
@@ -50,10 +52,15 @@ impl<O: Write, E: Write> Output<O, E> {
         Output {
             format,
             plain: PlainPrinter::new(),
-            nix: NixJsonEmitter::new(std::process::id()),
+            nix: NixJsonEmitter::for_this_process(),
             out,
             err,
         }
+    }
+
+    /// The plain printer, to set its options.
+    pub fn plain_mut(&mut self) -> &mut PlainPrinter {
+        &mut self.plain
     }
 
     pub fn event(&mut self, e: &Event) -> io::Result<()> {

@@ -93,6 +93,29 @@ impl DriverHandle {
     pub fn subscribe(&self, delivery: Delivery) -> EventStream {
         self.bus.subscribe(delivery)
     }
+
+    /// A handle that sends commands without keeping a lingering run alive (for signal
+    /// handlers: an interrupt should not be what the run waits for).
+    pub fn downgrade(&self) -> WeakDriverHandle {
+        WeakDriverHandle {
+            commands: self.commands.downgrade(),
+        }
+    }
+}
+
+/// A [`DriverHandle`] that does not count as a front-end still able to send commands.
+#[derive(Debug, Clone)]
+pub struct WeakDriverHandle {
+    commands: mpsc::WeakUnboundedSender<Command>,
+}
+
+impl WeakDriverHandle {
+    /// Sends a command; false if the run is over.
+    pub fn send(&self, command: Command) -> bool {
+        self.commands
+            .upgrade()
+            .is_some_and(|tx| tx.send(command).is_ok())
+    }
 }
 
 /// A handle with its own subscription: what an interactive front-end (the TUI) is given, as

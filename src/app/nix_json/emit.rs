@@ -6,6 +6,7 @@
 //! (logged before the failed build's activity stops, as Nix does).
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::engine::api::{
     BuildMode, BuildStatus, Counter, Event, EventKind, GoalId, GoalKind, GoalState, Level,
@@ -36,7 +37,8 @@ struct Goal {
 pub struct NixJsonEmitter {
     /// The high 32 bits of every activity id.
     pid: u64,
-    next_id: u64,
+    /// The next id's low half; `None`: the process-wide counter ([`next_activity_id`]).
+    next_id: Option<u64>,
     /// actRealise, actBuilds, actCopyPaths of the current run, once started.
     run: Option<[u64; 3]>,
     goals: Vec<Option<Goal>>,
@@ -49,17 +51,36 @@ pub struct NixJsonEmitter {
     failed_tops: Vec<(GoalId, Option<String>)>,
 }
 
+/// A fresh activity id of this process: `counter + (pid << 32)`, the counter shared by
+/// everything the process reports, as Nix's is.
+pub fn next_activity_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    (u64::from(std::process::id()) << 32) + NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Nix's verbosity number.
 pub fn level_number(level: Level) -> u8 {
     level as u8
 }
 
 impl NixJsonEmitter {
-    /// An emitter whose activity ids carry `pid`, as Nix's do.
+    /// An emitter whose activity ids carry `pid`, as Nix's do, counting from 0 (for tests
+    /// and recordings: the same events give the same bytes).
     pub fn new(pid: u32) -> NixJsonEmitter {
         NixJsonEmitter {
             pid: u64::from(pid) << 32,
-            next_id: 0,
+            next_id: Some(0),
+            ..NixJsonEmitter::for_this_process()
+        }
+    }
+
+    /// An emitter for this process's standard error: its ids come from the process-wide
+    /// counter, so they never collide with other activities the process reports (such as
+    /// the listing of what will be built).
+    pub fn for_this_process() -> NixJsonEmitter {
+        NixJsonEmitter {
+            pid: u64::from(std::process::id()) << 32,
+            next_id: None,
             run: None,
             goals: Vec::new(),
             builds: Counter::default(),
@@ -71,9 +92,13 @@ impl NixJsonEmitter {
     }
 
     fn new_id(&mut self) -> u64 {
-        let id = self.pid + self.next_id;
-        self.next_id += 1;
-        id
+        match &mut self.next_id {
+            Some(next) => {
+                *next += 1;
+                self.pid + *next - 1
+            }
+            None => next_activity_id(),
+        }
     }
 
     fn goal(&mut self, g: GoalId) -> &mut Goal {

@@ -20,7 +20,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-pub use emit::NixJsonEmitter;
+pub use emit::{NixJsonEmitter, next_activity_id};
 pub use parse::{DrvInfo, DrvSource, NixJsonParser, ParseError};
 
 /// The prefix of every record line.

@@ -683,6 +683,18 @@ fn draw_summary(ui: &mut Ui, area: Rect, buf: &mut Buffer) {
         ),
         t.good(),
     ));
+    let again: Vec<&str> = v
+        .goals
+        .iter()
+        .filter(|g| g.reopened > 0)
+        .map(|g| &*g.name)
+        .collect();
+    if !again.is_empty() {
+        lines.push(("↻ ran again after a retry:".into(), Style::new()));
+        for line in wrap(&again, ", ", inner.width.saturating_sub(2) as usize) {
+            lines.push((format!("  {line}"), t.dim()));
+        }
+    }
     if !s.failed.is_empty() || s.dependency_failed > 0 {
         lines.push((
             format!(
