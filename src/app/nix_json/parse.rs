@@ -1088,7 +1088,7 @@ impl NixJsonParser {
             out,
         );
         if status == BuildStatus::Built {
-            self.supersede_substitutions(g);
+            self.supersede_substitutions(g, now, out);
         }
         if success {
             for w in waiters {
@@ -1110,31 +1110,51 @@ impl NixJsonParser {
 
     /// A derivation built: the failed substitutions of its outputs were Nix's first try
     /// (`--fallback` built the path instead), so they no longer fail the run. As drover's
-    /// own engine reports a fallback, they stay failed goals. The outputs come from the
-    /// `.drv`; without it, from the name Nix gives an output (`name` for `out`, else
-    /// `name-output`).
-    fn supersede_substitutions(&mut self, drv: GoalId) {
+    /// own engine reports a fallback, they are failed goals (one still waiting for its
+    /// failure to be told ends now). The outputs come from the `.drv`; without it, from the
+    /// name Nix gives an output (`name` for `out`, else `name-output`).
+    fn supersede_substitutions(&mut self, drv: GoalId, now: Time, out: &mut Vec<Event>) {
         let goal = &self.goals[drv.index()];
         let outputs = goal.outputs.clone();
         let name = display_name(&goal.path);
-        for sub in self
-            .goals
-            .iter_mut()
-            .filter(|s| s.substitution && s.exit_bits.is_some())
-        {
-            let produced = match &outputs {
-                Some(paths) => paths.contains(&sub.path),
-                None => {
-                    let sub_name = display_name(&sub.path);
-                    sub_name == name
-                        || sub_name
-                            .strip_prefix(name.as_str())
-                            .is_some_and(|rest| rest.starts_with('-'))
-                }
-            };
-            if produced {
-                sub.exit_bits = None;
+        let produced = |path: &str| match &outputs {
+            Some(paths) => paths.iter().any(|p| p == path),
+            None => {
+                let sub_name = display_name(path);
+                sub_name == name
+                    || sub_name
+                        .strip_prefix(name.as_str())
+                        .is_some_and(|rest| rest.starts_with('-'))
             }
+        };
+        let superseded: Vec<GoalId> = (0..self.goals.len())
+            .map(|i| GoalId(i as u32))
+            .filter(|g| {
+                let sub = &self.goals[g.index()];
+                sub.substitution
+                    && matches!(
+                        sub.phase,
+                        Phase::Done { success: false }
+                            | Phase::Stopped { .. }
+                            | Phase::Retrying { .. }
+                    )
+                    && produced(&sub.path)
+            })
+            .collect();
+        for g in superseded {
+            match self.goals[g.index()].phase {
+                Phase::Stopped { .. } => {
+                    self.finish_goal(g, BuildStatus::TransientFailure, None, now, out);
+                }
+                Phase::Retrying { .. } => {
+                    // The `failed` counter, when it moves, counts this one.
+                    self.retrying.retain(|&r| r != g);
+                    self.credited[3] += 1;
+                    self.finish_goal(g, BuildStatus::TransientFailure, None, now, out);
+                }
+                _ => {}
+            }
+            self.goals[g.index()].exit_bits = None;
         }
     }
 
