@@ -294,3 +294,119 @@ in sh "echo $deps > $out; head -c 5000 /dev/zero >> $out" "msub-root" [ dep ]
         EventKind::RunDone { exit_status: 0 }
     ));
 }
+
+/// Real Nix realising a derivation whose output's NAR in the file:// cache is corrupt, with
+/// and without `--fallback`, piped into `drover monitor --log-format plain`: the monitor
+/// exits as Nix did (0: built instead; 1: the derivation failed).
+#[test]
+fn a_live_fallback_build_after_a_failed_substitution_exits_as_nix_did() {
+    if !require_nix() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let expr = dir.path().join("t.nix");
+    std::fs::write(
+        &expr,
+        r#"derivation {
+  name = "mfb-out";
+  system = builtins.currentSystem;
+  builder = "/bin/busybox";
+  args = [ "sh" "-c" "echo built from source > $out" ];
+}"#,
+    )
+    .unwrap();
+    let built = dir.path().join("built");
+    let out = nix_command("nix-build")
+        .arg("--store")
+        .arg(&built)
+        .arg("--no-out-link")
+        .arg(&expr)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out_path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let cache_dir = dir.path().join("cache");
+    let cache = format!("file://{}", cache_dir.display());
+    let copied = nix_command("nix")
+        .arg("copy")
+        .arg("--store")
+        .arg(&built)
+        .args(["--to", &cache, &out_path])
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{copied:?}");
+    let nars: Vec<_> = std::fs::read_dir(cache_dir.join("nar"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(nars.len(), 1, "{nars:?}");
+    std::fs::write(&nars[0], "not a compressed NAR\n").unwrap();
+
+    for fallback in [true, false] {
+        let store = dir.path().join(format!("fresh-{fallback}"));
+        let drv = nix_command("nix-instantiate")
+            .arg("--store")
+            .arg(&store)
+            .arg(&expr)
+            .output()
+            .unwrap();
+        assert!(drv.status.success(), "{drv:?}");
+        let drv = String::from_utf8(drv.stdout).unwrap().trim().to_owned();
+
+        let (reader, writer) = std::io::pipe().unwrap();
+        let mut command = Command::new("nix-store");
+        let nix = &mut command;
+        nix.arg("--store")
+            .arg(&store)
+            .args(["-r", &drv])
+            .args(["--option", "substituters", &cache])
+            .args(["--option", "require-sigs", "false"])
+            .args(["--option", "build-users-group", ""])
+            .args(["--option", "sandbox-paths", "/bin/busybox"])
+            .args(["--log-format", "internal-json", "-v"]);
+        if fallback {
+            nix.arg("--fallback");
+        }
+        nix.stdout(Stdio::null()).stderr(writer);
+        let mut nix = nix.spawn().expect("nix-store runs");
+        // The command holds the pipe's writing end until dropped: the monitor sees the end
+        // of the stream only when Nix's copy is closed too.
+        drop(command);
+        let monitor = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["monitor", "--log-format", "plain", "--store"])
+            .arg(&store)
+            .stdin(Stdio::from(reader))
+            .output()
+            .unwrap();
+        let nix_status = nix.wait().unwrap().code();
+        let text = String::from_utf8(monitor.stdout).unwrap();
+        assert_eq!(
+            nix_status,
+            Some(if fallback { 0 } else { 1 }),
+            "fallback {fallback}: {text}"
+        );
+        assert_eq!(
+            monitor.status.code(),
+            nix_status,
+            "fallback {fallback}: {text}"
+        );
+        assert!(
+            text.contains(&format!("\ncopying path '{out_path}' from '{cache}'...\n")),
+            "{text}"
+        );
+        assert_eq!(
+            text.contains(&format!("\nbuilding '{drv}'...\n")),
+            fallback,
+            "{text}"
+        );
+        let built = if fallback { 1 } else { 0 };
+        let failed = if fallback { 1 } else { 2 };
+        assert!(
+            text.lines().last().unwrap().starts_with(&format!(
+                "drover: {built} built, 0 substituted, 0 already valid, {failed} failed, 0 \
+                 dependencies failed, 0 cancelled in "
+            )),
+            "{text}"
+        );
+    }
+}

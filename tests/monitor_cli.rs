@@ -37,6 +37,10 @@ fn the_real_nix_samples_replay_without_error() {
         ("substitute-http.log", 0, 2),
         ("substitute-file-fallback.log", 0, 2),
         ("substitute-file-broken.log", 1, 2),
+        // A derivation whose output's cached NAR is corrupt: Nix builds it with `--fallback`
+        // (status 0), fails without (status 1).
+        ("substitute-fallback-build.log", 0, 2),
+        ("substitute-fallback-no-fallback.log", 1, 2),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (name, status, goals) in samples {
@@ -217,4 +221,82 @@ fn monitored_substitutions_print_nixs_copying_lines() {
         ),
         "{summary}"
     );
+}
+
+/// A chroot store (as Nix's `--store DIR`) holding the fallback samples' `.drv`, or nothing.
+fn fallback_store(with_drv: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("nix/store");
+    std::fs::create_dir_all(&store).unwrap();
+    if with_drv {
+        std::fs::copy(
+            sample("substitute-fallback-fb-out.drv"),
+            store.join("p4qdgmp89fnkv3y2a7nppjdy67if9dsi-fb-out.drv"),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_monitored_fallback_build_exits_as_nix_did() {
+    let out_path = "/nix/store/mnnhdy6dk5ig2g77bvbl51gqnr0gk271-fb-out";
+    let drv = "/nix/store/p4qdgmp89fnkv3y2a7nppjdy67if9dsi-fb-out.drv";
+    let head = format!(
+        "this path will be fetched (0.00 MiB download, 0.00 MiB unpacked):\n\
+         \x20 {out_path}\n\
+         copying path '{out_path}' from 'file:///tmp/fb/cache'...\n\
+         error: input compression not recognized\n"
+    );
+    // Nix exited with 0 (--fallback built it) and 1 (without).
+    let cases = [
+        (
+            "substitute-fallback-build.log",
+            0,
+            format!(
+                "building '{drv}'...\n\
+                 warning: you did not specify '--add-root'; the result might be removed by the \
+                 garbage collector\n"
+            ),
+            "1 built, 0 substituted, 0 already valid, 1 failed, 0 dependencies failed, \
+             0 cancelled in ",
+        ),
+        (
+            "substitute-fallback-no-fallback.log",
+            1,
+            format!(
+                "error: some substitutes for the outputs of derivation '{drv}' failed (usually \
+                 happens due to networking issues); try '--fallback' to build derivation from \
+                 source\n"
+            ),
+            "0 built, 0 substituted, 0 already valid, 2 failed, 0 dependencies failed, \
+             0 cancelled in ",
+        ),
+    ];
+    for (name, status, tail, counts) in cases {
+        // The output path from the .drv in the store, or from its name without it.
+        for with_drv in [true, false] {
+            let store = fallback_store(with_drv);
+            let input = sample(name);
+            let out = drover(&[
+                "monitor",
+                "--json",
+                input.to_str().unwrap(),
+                "--store",
+                store.path().to_str().unwrap(),
+                "--log-format",
+                "plain",
+            ]);
+            let plain = text(&out.stdout);
+            assert_eq!(out.status.code(), Some(status), "{name}: {plain}");
+            assert_eq!(text(&out.stderr), "", "{name}");
+            let (body, summary) = plain.rsplit_once("drover: ").unwrap();
+            assert_eq!(body, format!("{head}{tail}"), "{name}");
+            assert!(summary.starts_with(counts), "{name}: {summary}");
+            assert!(
+                summary.ends_with(&format!("; exit status {status}\n")),
+                "{name}: {summary}"
+            );
+        }
+    }
 }

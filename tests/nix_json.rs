@@ -281,6 +281,8 @@ fn the_real_samples_follow_the_schema_too() {
         "internal-json-nix-build-cmd.log",
         "substitute-http.log",
         "substitute-file-broken.log",
+        "substitute-fallback-build.log",
+        "substitute-fallback-no-fallback.log",
     ] {
         let text = fixture(file);
         validate(&text, true, true).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -964,4 +966,129 @@ fn a_failing_substituter_is_followed_by_the_next_or_fails_the_run() {
     assert_eq!(got["sq-dep"].status, Some(BuildStatus::TransientFailure));
     assert!(got["sq-root"].substituters.is_empty());
     assert_eq!(got["sq-root"].status, Some(BuildStatus::Cancelled));
+}
+
+/// (goal kind, name) → (status, message), the errors logged about each goal, and the exit
+/// status.
+type Ends = BTreeMap<(&'static str, String), (BuildStatus, Option<String>)>;
+
+fn ends(events: &[Event]) -> (Ends, BTreeMap<String, Vec<String>>, Option<u8>) {
+    let mut goals = Vec::new();
+    let mut out = BTreeMap::new();
+    let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut exit = None;
+    for e in events {
+        match &e.kind {
+            EventKind::GoalAdded { name, kind, .. } => {
+                let kind = match kind {
+                    GoalKind::Substitution { .. } => "substitution",
+                    _ => "derivation",
+                };
+                goals.push((kind, name.clone()));
+            }
+            EventKind::GoalDone {
+                goal,
+                status,
+                message,
+                ..
+            } => {
+                out.insert(goals[goal.index()].clone(), (*status, message.clone()));
+            }
+            EventKind::Message {
+                level: Level::Error,
+                text,
+                goal,
+            } => {
+                let key = goal.map_or("-".to_owned(), |g| goals[g.index()].1.clone());
+                errors.entry(key).or_default().push(text.clone());
+            }
+            EventKind::RunDone { exit_status } => exit = Some(*exit_status),
+            _ => {}
+        }
+    }
+    (out, errors, exit)
+}
+
+const FB_DRV: &str = "/nix/store/p4qdgmp89fnkv3y2a7nppjdy67if9dsi-fb-out.drv";
+const FB_OUT: &str = "/nix/store/mnnhdy6dk5ig2g77bvbl51gqnr0gk271-fb-out";
+
+fn fb_drvs(output: &str) -> Option<Box<dyn DrvSource>> {
+    Some(Box::new(Drvs(BTreeMap::from([(
+        FB_DRV.to_owned(),
+        DrvInfo {
+            outputs: vec![("out".into(), Some(output.to_owned()))],
+            input_drvs: Vec::new(),
+            fixed_output: false,
+        },
+    )]))))
+}
+
+#[test]
+fn a_failed_substitution_built_with_fallback_does_not_fail_the_run() {
+    // Real Nix 2.8: `nix-store -r DRV --fallback` from a file:// cache whose NAR of the
+    // output is corrupt. The substitution fails, Nix builds the derivation, exits with 0.
+    let text = fixture("substitute-fallback-build.log");
+    let subst = ("substitution", "fb-out".to_owned());
+    let drv = ("derivation", "fb-out".to_owned());
+    // With the .drv (the output path) and without it (the output's name).
+    for drvs in [fb_drvs(FB_OUT), None] {
+        let known = drvs.is_some();
+        let (got, errors, exit) = ends(&parse(&text, drvs));
+        // As drover's own engine reports a fallback: the substitution failed, the build
+        // succeeded, the run did.
+        assert_eq!(
+            got,
+            BTreeMap::from([
+                (subst.clone(), (BuildStatus::TransientFailure, None)),
+                (drv.clone(), (BuildStatus::Built, None)),
+            ]),
+            "drv known: {known}"
+        );
+        assert_eq!(
+            errors,
+            BTreeMap::from([(
+                "fb-out".to_owned(),
+                vec!["input compression not recognized".to_owned()]
+            )])
+        );
+        assert_eq!(exit, Some(0), "drv known: {known}");
+    }
+    // A build that does not produce the path does not excuse its failed substitution.
+    let other = "/nix/store/00000000000000000000000000000000-fb-out";
+    let (got, _, exit) = ends(&parse(&text, fb_drvs(other)));
+    assert_eq!(got[&drv].0, BuildStatus::Built);
+    assert_eq!(got[&subst].0, BuildStatus::TransientFailure);
+    assert_eq!(exit, Some(1));
+    let renamed = text.replace("-fb-out.drv", "-fb-outer.drv");
+    let (_, _, exit) = ends(&parse(&renamed, None));
+    assert_eq!(exit, Some(1));
+}
+
+#[test]
+fn a_failed_substitution_without_fallback_fails_its_derivation_and_the_run() {
+    // Real Nix 2.8: the same without `--fallback`: the derivation goal fails without
+    // building, Nix exits with 1.
+    let text = fixture("substitute-fallback-no-fallback.log");
+    for drvs in [fb_drvs(FB_OUT), None] {
+        let (got, errors, exit) = ends(&parse(&text, drvs));
+        let message = format!(
+            "some substitutes for the outputs of derivation '{FB_DRV}' failed (usually happens \
+             due to networking issues); try '--fallback' to build derivation from source "
+        );
+        assert_eq!(
+            got,
+            BTreeMap::from([
+                (
+                    ("substitution", "fb-out".to_owned()),
+                    (BuildStatus::TransientFailure, None)
+                ),
+                (
+                    ("derivation", "fb-out".to_owned()),
+                    (BuildStatus::TransientFailure, Some(message))
+                ),
+            ])
+        );
+        assert_eq!(errors["fb-out"], ["input compression not recognized"]);
+        assert_eq!(exit, Some(1));
+    }
 }

@@ -9,8 +9,11 @@
 //! (actSubstitute) stops before Nix moves the counters: the next `done` of actCopyPaths is
 //! its success, an error logged right after it is its substituter's failure (Nix tries the
 //! next one, or `failed` moves); its NAR download (actFileTransfer, whose parent Nix 2.8 does
-//! not name) and copy give its bytes. Lines that are not `@nix` records become messages; a
-//! malformed record is an error naming its line.
+//! not name) and copy give its bytes. A failed substitution of a derivation's output is
+//! Nix's first try: when that derivation then builds (`--fallback`), the substitution stays
+//! a failed goal, as drover's own engine reports a fallback, but no longer fails the run.
+//! Lines that are not `@nix` records become messages; a malformed record is an error naming
+//! its line.
 
 use std::fmt;
 
@@ -129,10 +132,13 @@ struct Goal {
     waiters: Vec<GoalId>,
     pending: u32,
     fixed_output: bool,
-    /// When it ended unsuccessfully: Nix's exit-status bits of its failure.
+    /// When it ended unsuccessfully and that fails the run: Nix's exit-status bits of its
+    /// failure.
     exit_bits: Option<u8>,
     /// A substitution's bytes.
     bytes: Bytes,
+    /// A derivation's output paths, when its `.drv` was read.
+    outputs: Option<Vec<String>>,
 }
 
 /// The `these N … will be …:` listing being read.
@@ -237,6 +243,9 @@ fn classify(text: &str, fixed_output: bool) -> BuildStatus {
         BuildStatus::LogLimitExceeded
     } else if text.contains(" may not be deterministic: ") {
         BuildStatus::NotDeterministic
+    } else if text.starts_with("some substitutes for the outputs of derivation '") {
+        // A failed substitution without `--fallback`.
+        BuildStatus::TransientFailure
     } else if text.contains(" dependencies of derivation '") && text.ends_with("failed to build") {
         BuildStatus::DependencyFailed
     } else {
@@ -456,6 +465,7 @@ impl NixJsonParser {
             fixed_output: false,
             exit_bits: None,
             bytes: Bytes::default(),
+            outputs: None,
         });
         self.by_path.insert(path.to_owned(), g);
         let kind = if substitution {
@@ -494,11 +504,11 @@ impl NixJsonParser {
             return;
         };
         self.goals[g.index()].fixed_output = info.fixed_output;
-        for (_, p) in &info.outputs {
-            if let Some(p) = p {
-                self.output_owner.insert(p.clone(), g);
-            }
+        let outputs: Vec<String> = info.outputs.iter().filter_map(|(_, p)| p.clone()).collect();
+        for p in &outputs {
+            self.output_owner.insert(p.clone(), g);
         }
+        self.goals[g.index()].outputs = Some(outputs);
         for input in &info.input_drvs {
             match self.by_path.get(input) {
                 Some(&waitee) => self.edge(g, waitee, now, out),
@@ -1077,6 +1087,9 @@ impl NixJsonParser {
             },
             out,
         );
+        if status == BuildStatus::Built {
+            self.supersede_substitutions(g, now, out);
+        }
         if success {
             for w in waiters {
                 let waiter = &mut self.goals[w.index()];
@@ -1092,6 +1105,56 @@ impl NixJsonParser {
                 };
                 self.emit(now, EventKind::StateChanged { goal: w, state }, out);
             }
+        }
+    }
+
+    /// A derivation built: the failed substitutions of its outputs were Nix's first try
+    /// (`--fallback` built the path instead), so they no longer fail the run. As drover's
+    /// own engine reports a fallback, they are failed goals (one still waiting for its
+    /// failure to be told ends now). The outputs come from the `.drv`; without it, from the
+    /// name Nix gives an output (`name` for `out`, else `name-output`).
+    fn supersede_substitutions(&mut self, drv: GoalId, now: Time, out: &mut Vec<Event>) {
+        let goal = &self.goals[drv.index()];
+        let outputs = goal.outputs.clone();
+        let name = display_name(&goal.path);
+        let produced = |path: &str| match &outputs {
+            Some(paths) => paths.iter().any(|p| p == path),
+            None => {
+                let sub_name = display_name(path);
+                sub_name == name
+                    || sub_name
+                        .strip_prefix(name.as_str())
+                        .is_some_and(|rest| rest.starts_with('-'))
+            }
+        };
+        let superseded: Vec<GoalId> = (0..self.goals.len())
+            .map(|i| GoalId(i as u32))
+            .filter(|g| {
+                let sub = &self.goals[g.index()];
+                sub.substitution
+                    && matches!(
+                        sub.phase,
+                        Phase::Done { success: false }
+                            | Phase::Stopped { .. }
+                            | Phase::Retrying { .. }
+                    )
+                    && produced(&sub.path)
+            })
+            .collect();
+        for g in superseded {
+            match self.goals[g.index()].phase {
+                Phase::Stopped { .. } => {
+                    self.finish_goal(g, BuildStatus::TransientFailure, None, now, out);
+                }
+                Phase::Retrying { .. } => {
+                    // The `failed` counter, when it moves, counts this one.
+                    self.retrying.retain(|&r| r != g);
+                    self.credited[3] += 1;
+                    self.finish_goal(g, BuildStatus::TransientFailure, None, now, out);
+                }
+                _ => {}
+            }
+            self.goals[g.index()].exit_bits = None;
         }
     }
 
