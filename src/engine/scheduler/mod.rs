@@ -1001,9 +1001,22 @@ impl Scheduler {
                 self.effects.push(Effect::ClearFailure { outputs });
             }
         }
+        // Busy waiters (keep-going) that counted one of these failures wait for the new attempt.
+        let rewaits: Vec<(GoalId, goal::WaiterRef, goal::Exit)> = order
+            .iter()
+            .flat_map(|&x| {
+                let exit = self.goal(x).end.expect("a reopened goal has ended").exit;
+                self.waiting_after_failure(x)
+                    .into_iter()
+                    .map(move |w| (x, w, exit))
+            })
+            .collect();
         for &x in &order {
             self.reopen(x);
             self.hold(x);
+        }
+        for (x, w, exit) in rewaits {
+            self.wait_again(w, x, exit);
         }
         for t in self.tops.clone() {
             if self.goal(t).end.is_some_and(|e| e.reopenable) {
