@@ -668,7 +668,6 @@ fn a_failed_derivation_is_not_built_twice() {
     assert_eq!(starts, 1);
 }
 
-
 /// keep-going: `top` waits for `bad` (failed) and `slow` (still building).
 fn waiting_dependent() -> T {
     let mut store = MemStore::default();
