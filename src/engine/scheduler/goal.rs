@@ -323,6 +323,46 @@ impl Scheduler {
         }
     }
 
+    /// The busy waiters that counted `g`'s failure and still wait for other waitees (keep-going),
+    /// each with the slot `g` has among its current waitees.
+    pub(super) fn waiting_after_failure(&self, g: GoalId) -> Vec<WaiterRef> {
+        self.goal(g)
+            .waiters
+            .iter()
+            .copied()
+            .filter(|w| {
+                let waiter = self.goal(w.goal);
+                waiter.epoch == w.epoch
+                    && waiter.end.is_none()
+                    && waiter
+                        .waitees
+                        .get(w.slot as usize)
+                        .is_some_and(|s| !s.held && s.goal == g)
+                    && waiter.failed_inputs.contains(&g)
+            })
+            .collect()
+    }
+
+    /// `Retry` reopened `waitee`, whose result (`exit`) the waiter `w` counted: the waiter
+    /// forgets it and holds `waitee` again, to wait for the new attempt like any other waitee.
+    pub(super) fn wait_again(&mut self, w: WaiterRef, waitee: GoalId, exit: Exit) {
+        debug_assert!(self.busy(waitee));
+        self.goal_mut(waitee).refs += 1;
+        let goal = self.goal_mut(w.goal);
+        goal.waitees[w.slot as usize].held = true;
+        goal.pending += 1;
+        goal.nr_failed -= 1;
+        match exit {
+            Exit::NoSubstituters => goal.nr_no_substituters -= 1,
+            Exit::IncompleteClosure => goal.nr_incomplete_closure -= 1,
+            _ => {}
+        }
+        if let Some(i) = goal.failed_inputs.iter().position(|&f| f == waitee) {
+            goal.failed_inputs.swap_remove(i);
+        }
+        self.mark_dirty(w.goal);
+    }
+
     /// Lets go of every waitee still held; the waiter stops waiting.
     pub(super) fn release_waitees(&mut self, g: GoalId) {
         let goal = self.goal_mut(g);

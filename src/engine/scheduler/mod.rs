@@ -23,6 +23,22 @@
 //! Every busy goal has a typed state for a UI ([`Scheduler::goal_state`]); the settled states
 //! are published as `StateChanged` events.
 //!
+//! `Retry` of a failed goal reopens it (its exit-status flags are undone) and every goal it
+//! reaches through waiters:
+//! - a waiter that already ended `DependencyFailed`, and whose failed inputs are all being
+//!   retried, is reopened too (and so on up the graph), as are the top-level goals that were
+//!   stopped;
+//! - a waiter still busy (keep-going: it counted the failure, Nix's `nrFailed`, and waits
+//!   for other inputs) forgets that failure and waits for the new attempt as for any other
+//!   input. If the attempt succeeds it goes on as if the input had never failed; if it fails
+//!   again (or is cancelled) the failure is counted once, and the waiter ends
+//!   `DependencyFailed` when its inputs are done, as in Nix. The exit status counts only the
+//!   results that stand at the end.
+//!
+//! A waiter woken to fail is worked in the same call, before a command can come, unless that
+//! call stopped at its work budget: such a waiter still ends `DependencyFailed`, and the next
+//! `Retry` of the input reopens it.
+//!
 //! # How drover differs from Nix (and why)
 //! - **Errors are goal results.** Where Nix throws out of the worker (aborting every goal),
 //!   the goal ends `MiscFailure` with Nix's message: `some outputs of '%s' are not valid, so
@@ -945,7 +961,8 @@ impl Scheduler {
     }
 
     /// `Retry`: reopen a failed goal, the goals that failed only because of it, and the
-    /// top-level goals that were stopped.
+    /// top-level goals that were stopped; busy waiters that counted a reopened goal's failure
+    /// wait for it again (see the module doc).
     fn retry(&mut self, store: &dyn StoreView, g: GoalId) {
         let Some(end) = self.goals.get(g.index()).and_then(|goal| goal.end) else {
             self.message(Level::Warn, format!("goal {g} is not finished"), None);
@@ -1001,9 +1018,22 @@ impl Scheduler {
                 self.effects.push(Effect::ClearFailure { outputs });
             }
         }
+        // Busy waiters (keep-going) that counted one of these failures wait for the new attempt.
+        let rewaits: Vec<(GoalId, goal::WaiterRef, goal::Exit)> = order
+            .iter()
+            .flat_map(|&x| {
+                let exit = self.goal(x).end.expect("a reopened goal has ended").exit;
+                self.waiting_after_failure(x)
+                    .into_iter()
+                    .map(move |w| (x, w, exit))
+            })
+            .collect();
         for &x in &order {
             self.reopen(x);
             self.hold(x);
+        }
+        for (x, w, exit) in rewaits {
+            self.wait_again(w, x, exit);
         }
         for t in self.tops.clone() {
             if self.goal(t).end.is_some_and(|e| e.reopenable) {

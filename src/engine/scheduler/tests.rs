@@ -668,6 +668,165 @@ fn a_failed_derivation_is_not_built_twice() {
     assert_eq!(starts, 1);
 }
 
+/// keep-going: `top` waits for `bad` (failed) and `slow` (still building).
+fn waiting_dependent() -> T {
+    let mut store = MemStore::default();
+    store.add("bad", &[]);
+    store.add("slow", &[]);
+    store.add("top", &["bad", "slow"]);
+    let mut t = T::new(
+        store,
+        Settings {
+            keep_going: true,
+            ..settings()
+        },
+    );
+    t.start(&["top"]);
+    t.fail("bad");
+    assert_eq!(t.status("top"), None, "top still waits for slow");
+    assert_eq!(t.building(), vec!["slow"]);
+    t
+}
+
+impl T {
+    fn reopened(&self, name: &str) -> bool {
+        let g = self.goal(name);
+        self.events
+            .iter()
+            .any(|e| e.kind == EventKind::GoalReopened { goal: g })
+    }
+
+    fn ends(&self, name: &str) -> usize {
+        let g = self.goal(name);
+        self.done_events()
+            .iter()
+            .filter(|(id, ..)| *id == g)
+            .count()
+    }
+}
+
+#[test]
+fn a_retried_input_is_waited_for_again_by_a_dependent_still_waiting() {
+    let mut t = waiting_dependent();
+    t.command(Command::Retry {
+        goal: t.goal("bad"),
+    });
+    assert_eq!(
+        t.reason("top"),
+        WaitReason::Inputs {
+            pending: 2,
+            stage: InputStage::Inputs
+        },
+        "top waits for the retried attempt and for slow"
+    );
+    t.succeed("bad");
+    assert_eq!(t.status("top"), None, "top still waits for slow");
+    t.succeed("slow");
+    t.succeed("top");
+    assert_eq!(t.status("top"), Some(BuildStatus::Built));
+    assert_eq!(t.ends("top"), 1, "top never failed");
+    assert!(!t.reopened("top"));
+    assert_eq!(t.run_done(), Some(0));
+}
+
+#[test]
+fn a_retried_input_that_finishes_last_lets_the_dependent_build() {
+    let mut t = waiting_dependent();
+    t.command(Command::Retry {
+        goal: t.goal("bad"),
+    });
+    t.succeed("slow");
+    assert_eq!(t.status("top"), None, "top waits for the retried bad");
+    t.succeed("bad");
+    t.succeed("top");
+    assert_eq!(t.status("top"), Some(BuildStatus::Built));
+    assert_eq!(t.run_done(), Some(0));
+}
+
+#[test]
+fn a_retry_that_fails_again_fails_the_dependent_once_its_inputs_are_done() {
+    let mut t = waiting_dependent();
+    t.command(Command::Retry {
+        goal: t.goal("bad"),
+    });
+    t.fail("bad");
+    assert_eq!(t.status("bad"), Some(BuildStatus::PermanentFailure));
+    assert_eq!(t.status("top"), None, "top still waits for slow");
+    t.succeed("slow");
+    assert_eq!(t.status("top"), Some(BuildStatus::DependencyFailed));
+    assert_eq!(
+        t.message_of("top").unwrap(),
+        format!(
+            "1 dependencies of derivation '{}' failed to build",
+            full(&drv_path("top"))
+        ),
+        "the first failure is not counted twice"
+    );
+    assert_eq!(t.run_done(), Some(100));
+}
+
+#[test]
+fn cancelling_the_retried_attempt_fails_the_dependent() {
+    let mut t = waiting_dependent();
+    let bad = t.goal("bad");
+    t.command(Command::Retry { goal: bad });
+    t.grant_locks();
+    t.command(Command::Cancel { goal: bad });
+    assert_eq!(t.status("bad"), Some(BuildStatus::Cancelled));
+    assert_eq!(t.status("top"), None, "top still waits for slow");
+    t.succeed("slow");
+    assert_eq!(t.status("top"), Some(BuildStatus::DependencyFailed));
+    // Only a cancellation failed: no bit of Nix's is set.
+    assert_eq!(t.run_done(), Some(1));
+}
+
+#[test]
+fn a_retry_reaches_a_waiting_dependent_through_a_dependency_failure() {
+    // mid failed because of bad; top counted mid's failure and waits for slow.
+    let mut store = MemStore::default();
+    store.add("bad", &[]);
+    store.add("mid", &["bad"]);
+    store.add("slow", &[]);
+    store.add("top", &["mid", "slow"]);
+    let mut t = T::new(
+        store,
+        Settings {
+            keep_going: true,
+            ..settings()
+        },
+    );
+    t.start(&["top"]);
+    t.fail("bad");
+    assert_eq!(t.status("mid"), Some(BuildStatus::DependencyFailed));
+    assert_eq!(t.status("top"), None);
+    t.command(Command::Retry {
+        goal: t.goal("bad"),
+    });
+    assert!(t.reopened("mid"));
+    t.succeed("bad");
+    t.succeed("mid");
+    t.succeed("slow");
+    t.succeed("top");
+    assert_eq!(t.status("top"), Some(BuildStatus::Built));
+    assert_eq!(t.ends("top"), 1);
+    assert_eq!(t.run_done(), Some(0));
+}
+
+#[test]
+fn a_retry_after_the_dependent_failed_still_reopens_it() {
+    let mut t = waiting_dependent();
+    t.succeed("slow");
+    assert_eq!(t.status("top"), Some(BuildStatus::DependencyFailed));
+    assert_eq!(t.run_done(), Some(100));
+    t.command(Command::Retry {
+        goal: t.goal("bad"),
+    });
+    assert!(t.reopened("top"));
+    t.succeed("bad");
+    t.succeed("top");
+    assert_eq!(t.status("top"), Some(BuildStatus::Built));
+    assert_eq!(t.run_done(), Some(0));
+}
 #[test]
 fn a_lock_held_by_another_process_is_polled_and_someone_beat_us() {
     let mut store = MemStore::default();
