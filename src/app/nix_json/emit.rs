@@ -45,6 +45,11 @@ pub struct NixJsonEmitter {
     /// The counters last written.
     builds: Counter,
     substitutions: Counter,
+    /// Builds and substitutions seen to finish (done or failed) by their goal's end. A
+    /// stream whose progress moves before the goal ends (Nix's own order, as parsed from a
+    /// monitored build) has counted the finish already; drover's own moves after.
+    builds_finished: u64,
+    substitutions_finished: u64,
     download_expected: u64,
     nar_expected: u64,
     /// Failed top-level goals, reported when the run ends (as Nix's `buildPaths` does).
@@ -85,6 +90,8 @@ impl NixJsonEmitter {
             goals: Vec::new(),
             builds: Counter::default(),
             substitutions: Counter::default(),
+            builds_finished: 0,
+            substitutions_finished: 0,
             download_expected: 0,
             nar_expected: 0,
             failed_tops: Vec::new(),
@@ -374,21 +381,32 @@ impl NixJsonEmitter {
             )
         };
         if act.is_some() {
-            let (counter, id) = if substitution {
-                (&mut self.substitutions, ids[2])
+            let (counter, finished, id) = if substitution {
+                (
+                    &mut self.substitutions,
+                    &mut self.substitutions_finished,
+                    ids[2],
+                )
             } else {
-                (&mut self.builds, ids[1])
+                (&mut self.builds, &mut self.builds_finished, ids[1])
             };
-            let before = *counter;
-            counter.running = counter.running.saturating_sub(1);
-            if status.success() {
-                counter.done += 1;
-            } else if status != BuildStatus::Cancelled {
-                counter.failed += 1;
+            let counts = status != BuildStatus::Cancelled;
+            let counted_already = counts && counter.done + counter.failed > *finished;
+            if counts {
+                *finished += 1;
             }
-            if *counter != before {
-                let fields = counter_fields(counter);
-                w.result(id, result::PROGRESS, &fields)?;
+            if !counted_already {
+                let before = *counter;
+                counter.running = counter.running.saturating_sub(1);
+                if status.success() {
+                    counter.done += 1;
+                } else if counts {
+                    counter.failed += 1;
+                }
+                if *counter != before {
+                    let fields = counter_fields(counter);
+                    w.result(id, result::PROGRESS, &fields)?;
+                }
             }
         }
         // Nix only debug-logs why a substitution goal ended without its path, unless the

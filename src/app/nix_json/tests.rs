@@ -238,3 +238,58 @@ fn http_substitutions_have_nixs_activities_and_transfer_progress() {
     assert_eq!(shape.len(), 14, "{shape:#?}");
     assert_eq!(substitution_shape(&ours), shape);
 }
+
+/// The run's last build and substitution counters in a parsed stream.
+fn final_counters(
+    events: &[crate::engine::api::Event],
+) -> (crate::engine::api::Counter, crate::engine::api::Counter) {
+    use crate::engine::api::EventKind;
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.kind {
+            EventKind::Progress { progress } => Some((progress.builds, progress.substitutions)),
+            _ => None,
+        })
+        .expect("the stream has progress")
+}
+
+fn parse_all(text: &str) -> Vec<crate::engine::api::Event> {
+    use crate::engine::api::Time;
+    let mut parser = NixJsonParser::new(None);
+    let mut events = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        parser.line(l, Time(i as u64), &mut events).unwrap();
+    }
+    parser.finish(Time(lines.len() as u64), &mut events);
+    events
+}
+
+#[test]
+fn re_emitting_a_parsed_nix_stream_counts_each_goal_once() {
+    for name in [
+        "substitute-fallback-build.log",
+        "substitute-fallback-no-fallback.log",
+        "substitute-http.log",
+        "internal-json.log",
+    ] {
+        let path = format!(
+            "{}/tests/fixtures/internal-json/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let nix = std::fs::read_to_string(path).unwrap();
+        let first = parse_all(&nix);
+        let mut emitter = NixJsonEmitter::new(7);
+        let mut again = Vec::new();
+        for e in &first {
+            emitter.event(e, &mut again).unwrap();
+        }
+        let second = parse_all(&String::from_utf8(again).unwrap());
+        assert_eq!(
+            final_counters(&second),
+            final_counters(&first),
+            "{name}: the counters after emitting and parsing again"
+        );
+    }
+}
