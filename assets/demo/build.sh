@@ -24,7 +24,8 @@ if [ -n "${cmake:-}" ]; then
     echo "-- Detecting C compiler ABI info - done"
     echo "-- Check for working C compiler: /usr/bin/cc - skipped"
     for dep in $deps; do
-        echo "-- Found ${dep#*-}: $dep/lib"
+        name=${dep##*/}
+        echo "-- Found ${name#*-}: $dep/lib"
     done
     echo "-- Configuring done (0.4s)"
     echo "-- Generating done (0.0s)"

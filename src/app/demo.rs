@@ -207,6 +207,8 @@ fn run_demo(args: &DemoArgs, root: &Path) -> Result<u8, AppError> {
         // two seconds at speed 1, every second when faster.
         poll_interval: (2.0 / args.speed).round().max(1.0) as u64,
         build_dir: Some(build_dir),
+        // A throwaway store has nothing to substitute: no substitution goals to show.
+        substitute: false,
         ..Settings::default()
     };
     let sandbox = use_sandbox(&mut settings, args.no_sandbox, &tool, &state);
