@@ -346,6 +346,47 @@ args = ["sh", "-c", "echo waiting for the gate; while [ ! -e {go} ]; do sleep 0.
     assert_eq!(std::fs::read_to_string(real).unwrap(), "open\n");
 }
 
+/// `drover build … > paths`: standard output redirected, standard error a terminal. As with
+/// nix-build, the progress (here the TUI, drawn on standard error) stays on the terminal and
+/// the output path goes to the file.
+#[test]
+fn a_build_with_standard_output_redirected_shows_the_tui_and_writes_the_paths() {
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "[drv.hello]\nbuilder = \"/bin/busybox\"\nargs = [\"sh\", \"-c\", \"echo built > $out\"]\n",
+    )
+    .unwrap();
+    let s = dir.path().join("s");
+    let store = format!(
+        "local?store={0}/store&state={0}/state&log={0}/log",
+        s.display()
+    );
+    let bin = Path::new(env!("CARGO_BIN_EXE_drover"));
+    let paths = dir.path().join("paths");
+    let tmux = start_shell(
+        dir.path(),
+        &format!(
+            "{} build --store \"{store}\" --no-out-link {} > {}",
+            bin.display(),
+            plan.display(),
+            paths.display()
+        ),
+    );
+    tmux.wait_for("the TUI's summary", |s| s.contains("exit 0 (success)"));
+    tmux.keys(&["q"]);
+    assert_eq!(exit_status(&tmux, dir.path()), 0, "{}", tmux.screen());
+    let printed = std::fs::read_to_string(&paths).unwrap();
+    assert!(
+        printed.trim_end().ends_with("-hello") && printed.lines().count() == 1,
+        "{printed:?}"
+    );
+}
+
 /// `cat SAMPLE | drover monitor`: the stream is standard input, so the TUI reads its keys
 /// from the terminal (crossterm opens /dev/tty when standard input is not one). A real Nix
 /// 2.8 stream shows read-only; command keys say so; q leaves with Nix's exit status.

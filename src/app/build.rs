@@ -232,11 +232,11 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
     Ok(0)
 }
 
-/// The log format asked for, else the TUI on a terminal (see [`tui::is_terminal`]) and
-/// plain lines otherwise.
+/// The log format asked for, else the TUI on a terminal (see [`tui::is_terminal_for_build`])
+/// and plain lines otherwise.
 pub fn resolve_log_format(asked: Option<LogFormat>) -> LogFormat {
     asked.unwrap_or_else(|| {
-        if tui::is_terminal() {
+        if tui::is_terminal_for_build() {
             LogFormat::Tui
         } else {
             LogFormat::Plain

@@ -90,19 +90,29 @@ pub fn color_wanted() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// Whether the TUI can run: standard output and input are terminals.
+/// Whether the TUI can run in place of lines on standard output: standard output, standard
+/// error (where the TUI draws) and standard input are terminals.
 pub fn is_terminal() -> bool {
     use std::io::IsTerminal;
-    io::stdout().is_terminal() && io::stdin().is_terminal()
+    io::stdout().is_terminal() && is_terminal_for_build()
+}
+
+/// Whether a build shows the TUI: standard error (where it draws, and where a build's progress
+/// goes otherwise) and standard input are terminals; standard output may be redirected, it
+/// gets the output paths.
+pub fn is_terminal_for_build() -> bool {
+    use std::io::IsTerminal;
+    io::stderr().is_terminal() && io::stdin().is_terminal()
 }
 
 /// Whether the TUI can show a stream that arrives on standard input (`drover monitor`):
-/// standard output is a terminal, and keys can be read from one: standard input, or else the
+/// standard output and standard error are terminals, and keys can be read from one: standard input, or else the
 /// controlling terminal `/dev/tty`, which crossterm opens for raw mode and keys when standard
 /// input is not a terminal.
 pub fn is_terminal_for_watching() -> bool {
     use std::io::IsTerminal;
     io::stdout().is_terminal()
+        && io::stderr().is_terminal()
         && (io::stdin().is_terminal()
             || std::fs::OpenOptions::new()
                 .read(true)

@@ -1,8 +1,10 @@
 //! The terminal's modes: raw mode, the alternate screen, mouse capture and a hidden cursor
 //! while the TUI runs, and the way back to a normal terminal on every exit path: drop of the
 //! [`TerminalGuard`], a panic (the hook restores before the message prints), or an error.
+//! The TUI draws on standard error, as Nix draws its progress: standard output stays free for
+//! what a command prints (the output paths of a build).
 
-use std::io::{self, Stdout, Write};
+use std::io::{self, Stderr, Write};
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,7 +23,7 @@ static HOOK: Once = Once::new();
 /// Puts the terminal back as it was; harmless when it already is, or when it is gone.
 pub fn restore() {
     if ACTIVE.swap(false, Ordering::SeqCst) {
-        let mut out = io::stdout();
+        let mut out = io::stderr();
         let _ = execute!(out, DisableMouseCapture, LeaveAlternateScreen, cursor::Show);
         let _ = disable_raw_mode();
         let _ = out.flush();
@@ -30,7 +32,7 @@ pub fn restore() {
 
 /// The TUI's terminal; restores the terminal when dropped.
 pub struct TerminalGuard {
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    pub terminal: Terminal<CrosstermBackend<Stderr>>,
 }
 
 impl TerminalGuard {
@@ -46,12 +48,12 @@ impl TerminalGuard {
         });
         enable_raw_mode()?;
         ACTIVE.store(true, Ordering::SeqCst);
-        let mut out = io::stdout();
+        let mut out = io::stderr();
         if let Err(e) = execute!(out, EnterAlternateScreen, EnableMouseCapture, cursor::Hide) {
             restore();
             return Err(e);
         }
-        match Terminal::new(CrosstermBackend::new(io::stdout())) {
+        match Terminal::new(CrosstermBackend::new(io::stderr())) {
             Ok(terminal) => Ok(TerminalGuard { terminal }),
             Err(e) => {
                 restore();
