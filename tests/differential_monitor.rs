@@ -11,21 +11,6 @@ use common::{nix_command, require_nix};
 use drover::app::record::Recording;
 use drover::engine::api::{BuildStatus, EventKind};
 
-const EXPR: &str = r#"
-let
-  sh = script: name: deps: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/busybox";
-    args = [ "sh" "-c" script ];
-    deps = deps;
-  };
-  a = sh "echo a says hello; echo a > $out" "mon-a" [];
-  b = sh "echo b is about to fail; exit 1" "mon-b" [];
-  c = sh "echo c sees $deps; echo c > $out" "mon-c" [ a ];
-in sh "echo top > $out" "mon-top" [ b c ]
-"#;
-
 #[test]
 fn a_live_nix_build_is_shown_with_its_graph() {
     if !require_nix() {
@@ -34,7 +19,7 @@ fn a_live_nix_build_is_shown_with_its_graph() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let expr = dir.path().join("t.nix");
-    std::fs::write(&expr, EXPR).unwrap();
+    std::fs::write(&expr, common::monitor_workload()).unwrap();
     let rec = dir.path().join("monitor.jsonl");
 
     // nix-build's stdout and stderr into one pipe, as `2>&1 |` does.
@@ -188,18 +173,12 @@ fn a_live_nix_substitution_is_shown_as_copies() {
     let expr = dir.path().join("t.nix");
     std::fs::write(
         &expr,
-        r#"
-let
-  sh = script: name: deps: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/busybox";
-    args = [ "sh" "-c" script ];
-    deps = deps;
-  };
-  dep = sh "echo dep > $out" "msub-dep" [];
+        format!(
+            r#"{}  dep = sh "echo dep > $out" "msub-dep" [];
 in sh "echo $deps > $out; head -c 5000 /dev/zero >> $out" "msub-root" [ dep ]
 "#,
+            common::NIX_SH_LET
+        ),
     )
     .unwrap();
     let out = nix_command("nix-build")

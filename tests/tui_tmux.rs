@@ -480,24 +480,7 @@ fn a_live_nix_build_shows_in_the_tui() {
     }
     let dir = tempfile::tempdir().unwrap();
     let expr = dir.path().join("t.nix");
-    std::fs::write(
-        &expr,
-        r#"
-let
-  sh = script: name: deps: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/busybox";
-    args = [ "sh" "-c" script ];
-    deps = deps;
-  };
-  a = sh "echo a says hello; echo a > $out" "mon-a" [];
-  b = sh "echo b is about to fail; exit 1" "mon-b" [];
-  c = sh "echo c sees $deps; echo c > $out" "mon-c" [ a ];
-in sh "echo top > $out" "mon-top" [ b c ]
-"#,
-    )
-    .unwrap();
+    std::fs::write(&expr, common::monitor_workload()).unwrap();
     let root = dir.path().join("store");
     let nix: Vec<String> = common::nix_command("nix-build")
         .get_args()

@@ -30,3 +30,28 @@ pub fn nix_command(program: &str) -> std::process::Command {
     }
     c
 }
+
+/// The start of a Nix expression whose `sh SCRIPT NAME DEPS` is a derivation running SCRIPT in
+/// busybox's shell (with `$deps` set); continue it with more bindings and `in …`.
+pub const NIX_SH_LET: &str = r#"
+let
+  sh = script: name: deps: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/busybox";
+    args = [ "sh" "-c" script ];
+    deps = deps;
+  };
+"#;
+
+/// A small real-Nix workload for the monitor tests: mon-a and mon-c build, mon-b fails, and
+/// mon-top (needing mon-b and mon-c) fails with it.
+pub fn monitor_workload() -> String {
+    format!(
+        r#"{NIX_SH_LET}  a = sh "echo a says hello; echo a > $out" "mon-a" [];
+  b = sh "echo b is about to fail; exit 1" "mon-b" [];
+  c = sh "echo c sees $deps; echo c > $out" "mon-c" [ a ];
+in sh "echo top > $out" "mon-top" [ b c ]
+"#
+    )
+}
