@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -267,11 +268,10 @@ fn run_demo(args: &DemoArgs, root: &Path) -> Result<u8, AppError> {
 }
 
 /// The demo's watcher: it folds every event into `report`, tells `lock_seen` when the goal
-/// [`LOCKED`] waits for its lock (with the holder known), and retries [`FLAKY`] once after
-/// it failed, marking the retry in `state` for the suite to see: a moment after the run
-/// ended, as a user does with the TUI's `r` on the summary. (Not at once: a dependent that
-/// still waits for other inputs has counted the failure, and the scheduler's `Retry`
-/// reopens only dependents that have ended.)
+/// [`LOCKED`] waits for its lock (with the holder known), and retries [`FLAKY`] once, a moment
+/// after it failed, marking the retry in `state` for the suite to see, as a user does with the
+/// TUI's `r`: its dependents still waiting wait for the new attempt, and the run goes on.
+/// Nothing is retried once anything was cancelled (an interrupt, the TUI's `C`).
 pub fn watcher(
     report: Arc<Mutex<DemoReport>>,
     speed: f64,
@@ -282,12 +282,17 @@ pub fn watcher(
         Box::pin(async move {
             let mut handle = Some(handle);
             let mut lock_seen = Some(lock_seen);
-            let mut flaky_failed = None;
             let mut retried = false;
+            // How many times the suite ended: once failed, then (retried) once more.
+            let mut flaky_ends = 0;
+            let cancelled = Arc::new(AtomicBool::new(false));
             while let Some(batch) = events.recv().await {
                 let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
                 for e in batch.iter() {
                     report.event(e);
+                    if report.any_cancelled() {
+                        cancelled.store(true, Ordering::SeqCst);
+                    }
                     match &e.kind {
                         EventKind::StateChanged {
                             goal,
@@ -303,19 +308,11 @@ pub fn watcher(
                                 let _ = tx.send(());
                             }
                         }
-                        EventKind::GoalDone { goal, status, .. }
-                            if is_root_failure(*status) && report.name(*goal) == FLAKY =>
-                        {
-                            flaky_failed = Some(*goal);
-                        }
-                        // Once the retried run is done (or with nothing to retry), the
-                        // watcher lets the run end.
-                        EventKind::RunDone { .. } => {
-                            // Not after the run was cancelled (an interrupt, the TUI's `C`).
-                            let retry = flaky_failed
-                                .take()
-                                .filter(|_| !retried && !report.any_cancelled());
-                            if let (Some(h), Some(goal)) = (&handle, retry) {
+                        EventKind::GoalDone { goal, status, .. } if report.name(*goal) == FLAKY => {
+                            let retry = is_root_failure(*status)
+                                && !retried
+                                && !cancelled.load(Ordering::SeqCst);
+                            if let (true, Some(h)) = (retry, &handle) {
                                 retried = true;
                                 // What the suite sees when it runs again (see test.sh).
                                 let mark = state.join(format!("{FLAKY}.retry"));
@@ -323,14 +320,22 @@ pub fn watcher(
                                     report.problem = Some(format!("{}: {e}", mark.display()));
                                 }
                                 let pause = RETRY_AFTER_MS / 1000.0 / speed;
-                                let h = h.clone();
+                                let (h, cancelled, goal) = (h.clone(), cancelled.clone(), *goal);
                                 tokio::spawn(async move {
                                     tokio::time::sleep(Duration::from_secs_f64(pause)).await;
-                                    h.send(Command::Retry { goal });
+                                    if !cancelled.load(Ordering::SeqCst) {
+                                        h.send(Command::Retry { goal });
+                                    }
                                 });
-                            } else {
-                                // The handle stayed through the retried run, so that an
-                                // interrupt could still cancel it.
+                            }
+                            flaky_ends += 1;
+                        }
+                        // The run may end before the retry is sent (the suite was the last
+                        // build): the handle keeps it open until the retried suite ended.
+                        EventKind::RunDone { .. } => {
+                            let waiting_for_retry =
+                                retried && flaky_ends < 2 && !cancelled.load(Ordering::SeqCst);
+                            if !waiting_for_retry {
                                 handle = None;
                             }
                         }
