@@ -10,8 +10,9 @@ use super::{build, copy, demo, instantiate, monitor, plumbing, replay, show, sim
     version,
     about = "A Nix-compatible build engine with a live terminal UI of the goal graph",
     long_about = "drover reads real Nix derivations, computes store paths exactly as Nix does, \
-                  and (as the project grows) builds them with Nix's scheduling semantics while \
-                  showing the live goal graph."
+                  builds and substitutes them with the semantics of Nix's worker (keep-going, \
+                  build slots, locks, binary caches, Nix's exit statuses) into a store real Nix \
+                  reads, and shows the live goal graph in a terminal UI."
 )]
 pub struct Cli {
     #[command(subcommand)]
