@@ -21,7 +21,7 @@ use crate::app::plumbing::store::StoreArgs;
 use crate::app::stored_logs::StoreLogs;
 use crate::app::targets::{Wanted, resolve_all};
 use crate::app::tui::{self, TuiOptions};
-use crate::engine::api::{BuildMode, Command as RunCommand};
+use crate::engine::api::{BuildHistory, BuildMode, Command as RunCommand};
 use crate::engine::build::Builder;
 use crate::engine::driver::{self, Delivery, DriverOptions};
 use crate::engine::executor::{LocalExecutor, RunSubstituters};
@@ -223,6 +223,7 @@ pub fn build(args: &BuildArgs) -> Result<u8, AppError> {
         mode: args.mode(),
         plain_summary: false,
         watcher: None,
+        history: None,
     };
     let exit_status = run_build(store.clone(), &settings, substituters, &targets, run)?;
     if exit_status != 0 {
@@ -254,6 +255,8 @@ pub struct RunOptions {
     pub plain_summary: bool,
     /// Follows the run beside its front-end (see [`live::Watcher`]).
     pub watcher: Option<Watcher>,
+    /// What the TUI's ETAs go by (default: the store's record of earlier builds).
+    pub history: Option<Arc<dyn BuildHistory>>,
 }
 
 /// Builds `targets` in `store` with `settings`, shown in the TUI or as plain, JSON or Nix
@@ -294,6 +297,7 @@ pub fn run_build(
         mode,
         plain_summary,
         watcher,
+        history,
     } = run;
     let _runtime_context = runtime.enter();
     let executor = LocalExecutor::new(builder, substituters);
@@ -312,8 +316,10 @@ pub fn run_build(
     }
     let mut options = TuiOptions::new(title, max_jobs, keep_going);
     let config = store.config();
-    let history = DroverDb::open(&config.state_dir)?;
-    options.history = Arc::new(DurationHistory::new(history));
+    options.history = match history {
+        Some(history) => history,
+        None => Arc::new(DurationHistory::new(DroverDb::open(&config.state_dir)?)),
+    };
     options.logs = Arc::new(StoreLogs {
         store_dir: config.store_dir.clone(),
         log_dir: config.log_dir.clone(),

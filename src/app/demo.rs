@@ -22,6 +22,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bstr::{BStr, ByteSlice};
 use clap::Args;
 
 use crate::app::AppError;
@@ -30,13 +31,13 @@ use crate::app::live::Watcher;
 use crate::app::output::LogFormat;
 use crate::app::targets::plan_targets;
 use crate::engine::api::{
-    BuildMode, BuildStatus, Command, Event, EventKind, GoalId, GoalState, LockHolder, Time,
-    WaitReason,
+    BuildHistory, BuildMode, BuildStatus, Command, Event, EventKind, GoalId, GoalState, LockHolder,
+    Time, WaitReason,
 };
 use crate::engine::build::sandbox::namespaces_available;
 use crate::engine::executor::RunSubstituters;
 use crate::engine::format::StoreDir;
-use crate::engine::plan::Plan;
+use crate::engine::plan::{Instantiation, Plan};
 use crate::engine::settings::{SandboxMode, Settings};
 use crate::engine::store::canon::delete_path;
 use crate::engine::store::{LocalStore, StoreConfig, TryLock};
@@ -240,6 +241,7 @@ fn run_demo(args: &DemoArgs, root: &Path) -> Result<u8, AppError> {
         TryLock::Busy { .. } => None,
     };
 
+    let history = PlanHistory::new(&plan.instantiate_in_store(&store, None)?, speed);
     let report = Arc::new(Mutex::new(DemoReport::default()));
     let run = RunOptions {
         title: "drover demo".into(),
@@ -247,6 +249,7 @@ fn run_demo(args: &DemoArgs, root: &Path) -> Result<u8, AppError> {
         mode: BuildMode::Normal,
         plain_summary: true,
         watcher: Some(watcher(report.clone(), speed, state.clone(), seen_tx)),
+        history: Some(Arc::new(history)),
     };
     let substituters = RunSubstituters::open(&settings, store.store_dir())
         .map_err(|e| AppError::Usage(e.to_string()))?;
@@ -265,6 +268,39 @@ fn run_demo(args: &DemoArgs, root: &Path) -> Result<u8, AppError> {
         .and_then(|()| out.flush())
         .map_err(AppError::Stdout)?;
     Ok(status)
+}
+
+/// The TUI's ETAs for the demo: a throwaway store has no record of earlier builds, but the
+/// plan says how long each build takes (`buildTime`, in milliseconds at speed 1).
+pub struct PlanHistory {
+    expected: HashMap<String, u64>,
+}
+
+impl PlanHistory {
+    pub fn new(plan: &Instantiation, speed: f64) -> PlanHistory {
+        let expected = plan
+            .derivations
+            .iter()
+            .filter_map(|d| {
+                let ms: f64 = d
+                    .drv
+                    .env
+                    .get(BStr::new("buildTime"))?
+                    .to_str()
+                    .ok()?
+                    .parse()
+                    .ok()?;
+                Some((d.name.clone(), (ms / speed).round() as u64))
+            })
+            .collect();
+        PlanHistory { expected }
+    }
+}
+
+impl BuildHistory for PlanHistory {
+    fn expected_ms(&self, name: &str) -> Option<u64> {
+        self.expected.get(name).copied()
+    }
 }
 
 /// The demo's watcher: it folds every event into `report`, tells `lock_seen` when the goal
@@ -574,6 +610,19 @@ mod tests {
             .unwrap())
         };
         plan.instantiate(&store_dir, None, &mut import).unwrap()
+    }
+
+    #[test]
+    fn the_etas_come_from_the_plans_build_times_scaled_by_the_speed() {
+        let history = PlanHistory::new(&instantiate(), 2.0);
+        assert_eq!(history.expected_ms("tide-net-tests-2.4.0"), Some(1200));
+        assert_eq!(
+            history.expected_ms("tide-integration-tests-2.4.0"),
+            Some(2000)
+        );
+        assert_eq!(history.expected_ms(FLAKY), Some(1200));
+        assert!(history.expected.len() >= 29, "every build but the sources");
+        assert_eq!(history.expected_ms("no-such-build"), None);
     }
 
     #[test]
