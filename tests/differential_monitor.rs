@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{nix_command, require_nix};
@@ -181,15 +182,8 @@ in sh "echo $deps > $out; head -c 5000 /dev/zero >> $out" "msub-root" [ dep ]
         ),
     )
     .unwrap();
-    let out = nix_command("nix-build")
-        .arg("--store")
-        .arg(&built)
-        .arg("--no-out-link")
-        .arg(&expr)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let root = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let cache = format!("file://{}", dir.path().join("cache").display());
+    let root = build_and_copy(&built, &expr, &cache);
     let closure = nix_command("nix-store")
         .arg("--store")
         .arg(&built)
@@ -202,15 +196,6 @@ in sh "echo $deps > $out; head -c 5000 /dev/zero >> $out" "msub-root" [ dep ]
         .map(str::to_owned)
         .collect();
     assert_eq!(closure.len(), 2, "{closure:?}");
-    let cache = format!("file://{}", dir.path().join("cache").display());
-    let copied = nix_command("nix")
-        .arg("copy")
-        .arg("--store")
-        .arg(&built)
-        .args(["--to", &cache, &root])
-        .output()
-        .unwrap();
-    assert!(copied.status.success(), "{copied:?}");
 
     let (nix, monitor, text) = monitor_substitution(dir.path(), &cache, &root, "plain", "plain");
     assert_eq!(nix, Some(0), "{text}");
@@ -295,25 +280,9 @@ fn a_live_fallback_build_after_a_failed_substitution_exits_as_nix_did() {
     )
     .unwrap();
     let built = dir.path().join("built");
-    let out = nix_command("nix-build")
-        .arg("--store")
-        .arg(&built)
-        .arg("--no-out-link")
-        .arg(&expr)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let out_path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let cache_dir = dir.path().join("cache");
     let cache = format!("file://{}", cache_dir.display());
-    let copied = nix_command("nix")
-        .arg("copy")
-        .arg("--store")
-        .arg(&built)
-        .args(["--to", &cache, &out_path])
-        .output()
-        .unwrap();
-    assert!(copied.status.success(), "{copied:?}");
+    let out_path = build_and_copy(&built, &expr, &cache);
     let nars: Vec<_> = std::fs::read_dir(cache_dir.join("nar"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -388,4 +357,27 @@ fn a_live_fallback_build_after_a_failed_substitution_exits_as_nix_did() {
             "{text}"
         );
     }
+}
+
+/// Builds `expr` with real Nix in the chroot store `built` and copies the result's closure to
+/// the binary cache `cache` with `nix copy`; the result's store path.
+fn build_and_copy(built: &Path, expr: &Path, cache: &str) -> String {
+    let out = nix_command("nix-build")
+        .arg("--store")
+        .arg(built)
+        .arg("--no-out-link")
+        .arg(expr)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let copied = nix_command("nix")
+        .arg("copy")
+        .arg("--store")
+        .arg(built)
+        .args(["--to", cache, &path])
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{copied:?}");
+    path
 }
