@@ -5,8 +5,11 @@
 # the same .drv files (instantiated by nix-instantiate into each fresh store: same store dir,
 # same paths). Prints the wall time of `nix-store --realise` and of `drover build`, their
 # ratio and the milliseconds per derivation, and the load average before each pair.
-# Usage: scripts/bench-build.sh [N...]   (env: SHAPES="wide random", JOBS=8, RUNS=1)
-# Needs root (to mount the tmpfs), nix-bin, busybox-static and python3.
+# With SANDBOX=1 both engines build sandboxed (`sandbox = true`, `/bin/sh` and `/bin/busybox`
+# bound from the host; a fallback to unsandboxed builds counts as a failure).
+# Usage: scripts/bench-build.sh [N...]   (env: SHAPES="wide random", JOBS=8, RUNS=1, SANDBOX=0)
+# Needs root (to mount the tmpfs), nix-bin, busybox-static and python3 (and, sandboxed, a
+# kernel that allows user namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")
@@ -14,6 +17,11 @@ sizes=("$@")
 shapes=(${SHAPES:-wide random})
 jobs=${JOBS:-8}
 runs=${RUNS:-1}
+if [ "${SANDBOX:-0}" = 1 ]; then
+    sandbox=(--option sandbox true --option sandbox-paths "/bin/sh=/bin/busybox /bin/busybox")
+else
+    sandbox=(--option sandbox false)
+fi
 
 cargo build --release --quiet
 drover=$PWD/target/release/drover
@@ -27,7 +35,7 @@ uri="local?store=$fs/store&state=$fs/state&log=$fs/log"
 # Runs one engine on a workload in a fresh store; prints the wall seconds.
 run() {
     local engine=$1 nix=$2
-    rm -rf "$fs"/*
+    rm -rf "${fs:?}"/*
     mkdir -p "$fs/tmp" "$fs/conf"
     local drv
     drv=$(nix-instantiate --store "$uri" "$nix" 2>/dev/null)
@@ -36,16 +44,16 @@ run() {
     start=$(date +%s.%N)
     if [ "$engine" = nix ]; then
         TMPDIR=$fs/tmp nix-store --store "$uri" --realise "$drv" -j "$jobs" \
-            --option substituters '' --option build-users-group '' --option sandbox false \
+            --option substituters '' --option build-users-group '' "${sandbox[@]}" \
             >/dev/null 2>"$work/$engine.err" || rc=$?
     else
         TMPDIR=$fs/tmp XDG_CONFIG_HOME=$fs/conf NIX_CONF_DIR=$fs/conf \
-            "$drover" build --store "$uri" "$drv" -j "$jobs" --no-out-link \
+            "$drover" build --store "$uri" "$drv" -j "$jobs" --no-out-link "${sandbox[@]}" \
             >/dev/null 2>"$work/$engine.err" || rc=$?
     fi
     end=$(date +%s.%N)
-    if [ "$rc" != 0 ]; then
-        echo "$engine failed with exit status $rc:" >&2
+    if [ "$rc" != 0 ] || grep -q "sandbox is not available" "$work/$engine.err"; then
+        echo "$engine failed (exit status $rc) or fell back:" >&2
         tail -5 "$work/$engine.err" >&2
         exit 1
     fi

@@ -1,83 +1,21 @@
 #!/usr/bin/env bash
-# Sandboxed builds, drover next to Nix 2.8 in the same run: N trivial derivations from
-# scripts/gen_dag.py (wide by default, N = 1000), both engines sandboxed (`sandbox = true`,
-# `/bin/sh` and `/bin/busybox` bound from the host), -j 8, each in a fresh store on a tmpfs
-# with its build directories there too (sandboxed timings on a disk drift badly from run to
-# run). Both build the same .drv files. Prints the wall time of `nix-store --realise` and of
-# `drover build`, their ratio (the target is <= 0.33) and the milliseconds per derivation,
-# then what the sandbox alone costs drover per build (benches/sandbox.rs: trivial builders
-# through one supervisor, sandboxed and not, on the same tmpfs).
+# Sandboxed builds, drover next to Nix 2.8 in the same run: scripts/bench-build.sh with
+# SANDBOX=1 (wide graphs of N = 1000 by default; sandboxed timings on a disk drift badly from
+# run to run, so both run on a tmpfs), whose ratio has the target <= 0.33; then what the
+# sandbox alone costs drover per build (benches/sandbox.rs: trivial builders through one
+# supervisor, sandboxed and not, on a tmpfs).
 # Usage: scripts/bench-sandbox.sh [N...]   (env: SHAPES="wide", JOBS=8, RUNS=1, SETUP_N=300)
 # Needs root (to mount the tmpfs), nix-bin, busybox-static, python3 and a kernel that allows
 # user namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sizes=("$@")
-[ ${#sizes[@]} -gt 0 ] || sizes=(1000)
-shapes=(${SHAPES:-wide})
-jobs=${JOBS:-8}
-runs=${RUNS:-1}
-setup_n=${SETUP_N:-300}
-paths="/bin/sh=/bin/busybox /bin/busybox"
+[ $# -gt 0 ] || set -- 1000
+SANDBOX=1 SHAPES=${SHAPES:-wide} scripts/bench-build.sh "$@"
 
-cargo build --release --quiet --bin drover --bench sandbox
-drover=$PWD/target/release/drover
+cargo build --release --quiet --bench sandbox
 setup_bench=$(ls -t target/release/deps/sandbox-* | grep -v '\.d$' | head -1)
-work=$(mktemp -d /tmp/drover-bench-sandbox.XXXXXX)
-fs=$work/fs
-mkdir -p "$fs"
-mount -t tmpfs -o size=8g,mode=755 tmpfs "$fs"
-trap 'cd /; umount "$fs" 2>/dev/null || true; rm -rf "$work"' EXIT
-uri="local?store=$fs/store&state=$fs/state&log=$fs/log"
-
-# Runs one engine on a workload in a fresh store; prints the wall seconds.
-run() {
-    local engine=$1 nix=$2
-    rm -rf "${fs:?}"/*
-    mkdir -p "$fs/tmp" "$fs/conf"
-    local drv
-    drv=$(nix-instantiate --store "$uri" "$nix" 2>/dev/null)
-    sync
-    local start end rc=0
-    start=$(date +%s.%N)
-    if [ "$engine" = nix ]; then
-        TMPDIR=$fs/tmp nix-store --store "$uri" --realise "$drv" -j "$jobs" \
-            --option substituters '' --option build-users-group '' \
-            --option sandbox true --option sandbox-paths "$paths" \
-            >/dev/null 2>"$work/$engine.err" || rc=$?
-    else
-        TMPDIR=$fs/tmp XDG_CONFIG_HOME=$fs/conf NIX_CONF_DIR=$fs/conf \
-            "$drover" build --store "$uri" "$drv" -j "$jobs" --no-out-link \
-            --option sandbox true --option sandbox-paths "$paths" \
-            >/dev/null 2>"$work/$engine.err" || rc=$?
-    fi
-    end=$(date +%s.%N)
-    if [ "$rc" != 0 ] || grep -q "sandbox is not available" "$work/$engine.err"; then
-        echo "$engine failed (exit status $rc) or fell back:" >&2
-        tail -5 "$work/$engine.err" >&2
-        exit 1
-    fi
-    echo "$end - $start" | bc -l
-}
-
-printf '%-8s %6s %6s %10s %10s %7s %12s %12s  %s\n' \
-    shape N drvs nix_s drover_s ratio nix_ms/drv drover_ms/drv load
-for n in "${sizes[@]}"; do
-    for shape in "${shapes[@]}"; do
-        nix="$work/$shape-$n.nix"
-        python3 scripts/gen_dag.py --shape "$shape" -n "$n" --seed 1 -o "$nix" 2>/dev/null
-        drvs=$((n + 1))
-        for _ in $(seq "$runs"); do
-            load=$(cut -d' ' -f1-3 /proc/loadavg)
-            t_nix=$(run nix "$nix")
-            t_drover=$(run drover "$nix")
-            printf '%-8s %6d %6d %10.3f %10.3f %7.3f %12.2f %12.2f  %s\n' "$shape" "$n" "$drvs" \
-                "$t_nix" "$t_drover" "$(echo "$t_drover / $t_nix" | bc -l)" \
-                "$(echo "$t_nix * 1000 / $drvs" | bc -l)" \
-                "$(echo "$t_drover * 1000 / $drvs" | bc -l)" "$load"
-        done
-    done
-done
-rm -rf "${fs:?}"/*
+fs=$(mktemp -d /tmp/drover-bench-sandbox.XXXXXX)
+mount -t tmpfs -o size=1g,mode=755 tmpfs "$fs"
+trap 'cd /; umount "$fs" 2>/dev/null || true; rm -rf "$fs"' EXIT
 echo "drover's sandbox alone, one build after the other ($(cut -d' ' -f1-3 /proc/loadavg)):"
-N=$setup_n TMPDIR=$fs "$setup_bench"
+N=${SETUP_N:-300} TMPDIR=$fs "$setup_bench"
