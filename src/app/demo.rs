@@ -228,13 +228,16 @@ fn run_demo(args: &DemoArgs, root: &Path) -> Result<u8, AppError> {
         .collect();
     // Held until the goal has been seen waiting for it, then a few (scaled) seconds more: the
     // wait shows whatever order the goals start in.
+    // The run's end (its sender dropped) releases the lock at once.
     let (seen_tx, seen_rx) = std::sync::mpsc::channel::<()>();
+    let (ended_tx, ended_rx) = std::sync::mpsc::channel::<()>();
     let speed = args.speed;
     let release = match store.try_lock_paths(&locked_outputs)? {
         TryLock::Acquired(locks) => Some(std::thread::spawn(move || {
             // An error: the run ended without the wait (the watcher is gone).
             if seen_rx.recv().is_ok() {
-                std::thread::sleep(Duration::from_secs_f64(LOCK_HELD_MS / 1000.0 / speed));
+                let held = Duration::from_secs_f64(LOCK_HELD_MS / 1000.0 / speed);
+                let _ = ended_rx.recv_timeout(held);
             }
             drop(locks);
         })),
@@ -254,6 +257,7 @@ fn run_demo(args: &DemoArgs, root: &Path) -> Result<u8, AppError> {
     let substituters = RunSubstituters::open(&settings, store.store_dir())
         .map_err(|e| AppError::Usage(e.to_string()))?;
     let status = run_build(store, &settings, substituters, &targets, run)?;
+    drop(ended_tx);
     if let Some(r) = release {
         let _ = r.join();
     }
