@@ -119,22 +119,11 @@ impl Peer {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Output {
-        let out = self.try_run(program, args);
-        assert!(
-            out.status.success(),
-            "{program} {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        common::nix_run(program, args, &self.path("xdg-cache"))
     }
 
     fn try_run(&self, program: &str, args: &[&str]) -> Output {
-        common::nix_command(program)
-            .args(["--option", "sandbox-fallback", "false"])
-            .args(args)
-            .env("XDG_CACHE_HOME", self.path("xdg-cache"))
-            .output()
-            .unwrap_or_else(|e| panic!("running {program}: {e}"))
+        common::nix_try_run(program, args, &self.path("xdg-cache"))
     }
 
     /// `nix copy` of the closure into a new `file://` cache.

@@ -55,3 +55,29 @@ in sh "echo top > $out" "mon-top" [ b c ]
 "#
     )
 }
+
+/// Runs real Nix's `program` (see [`nix_command`]) without its sandbox fallback and with the
+/// private cache directory `xdg_cache` (so narinfo lookups are not remembered across tests).
+pub fn nix_try_run(
+    program: &str,
+    args: &[&str],
+    xdg_cache: &std::path::Path,
+) -> std::process::Output {
+    nix_command(program)
+        .args(["--option", "sandbox-fallback", "false"])
+        .args(args)
+        .env("XDG_CACHE_HOME", xdg_cache)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"))
+}
+
+/// [`nix_try_run`], which must succeed.
+pub fn nix_run(program: &str, args: &[&str], xdg_cache: &std::path::Path) -> std::process::Output {
+    let out = nix_try_run(program, args, xdg_cache);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
