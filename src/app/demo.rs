@@ -29,7 +29,7 @@ use crate::app::AppError;
 use crate::app::build::{RunOptions, resolve_log_format, run_build};
 use crate::app::live::Watcher;
 use crate::app::output::LogFormat;
-use crate::app::targets::plan_targets;
+use crate::app::targets::plan_roots;
 use crate::engine::api::{
     BuildHistory, BuildMode, BuildStatus, Command, Event, EventKind, GoalId, GoalState, LockHolder,
     Time, WaitReason,
@@ -219,11 +219,18 @@ fn run_demo(args: &DemoArgs, root: &Path) -> Result<u8, AppError> {
     }
 
     let plan = Plan::load(&plan_file)?;
-    let wanted = plan_targets(&store, &plan, &[])?;
-    let targets: Vec<_> = wanted.iter().map(|w| w.target.clone()).collect();
-    let locked = plan.instantiate_in_store(&store, Some(LOCKED))?;
+    let instantiation = plan.instantiate_in_store(&store, None)?;
+    let targets: Vec<_> = plan_roots(&instantiation)
+        .into_iter()
+        .map(|w| w.target)
+        .collect();
+    let locked = instantiation
+        .derivations
+        .iter()
+        .find(|d| d.name == LOCKED)
+        .ok_or_else(|| AppError::Usage(format!("the demo plan has no {LOCKED}")))?;
     let locked_outputs: Vec<_> = store
-        .derivation_output_paths(&locked.targets[0].drv_path)?
+        .derivation_output_paths(&locked.drv_path)?
         .into_values()
         .collect();
     // Held until the goal has been seen waiting for it, then a few (scaled) seconds more: the
@@ -244,7 +251,7 @@ fn run_demo(args: &DemoArgs, root: &Path) -> Result<u8, AppError> {
         TryLock::Busy { .. } => None,
     };
 
-    let history = PlanHistory::new(&plan.instantiate_in_store(&store, None)?, speed);
+    let history = PlanHistory::new(&instantiation, speed);
     let report = Arc::new(Mutex::new(DemoReport::default()));
     let run = RunOptions {
         title: "drover demo".into(),

@@ -13,7 +13,7 @@ use std::process::Command;
 use crate::app::AppError;
 use crate::app::plumbing::store::follow_links_to_store_path;
 use crate::engine::format::StorePath;
-use crate::engine::plan::Plan;
+use crate::engine::plan::{Instantiation, Plan};
 use crate::engine::scheduler::Target;
 use crate::engine::store::import::SourceStore;
 use crate::engine::store::{EnvOverrides, LocalStore, StoreConfig};
@@ -162,21 +162,10 @@ pub fn plan_targets(
     plan: &Plan,
     attrs: &[String],
 ) -> Result<Vec<Wanted>, AppError> {
-    let mut wanted = Vec::new();
     if attrs.is_empty() {
-        let inst = plan.instantiate_in_store(store, None)?;
-        let inputs: BTreeSet<&StorePath> = inst
-            .derivations
-            .iter()
-            .flat_map(|d| d.drv.input_drvs.keys())
-            .collect();
-        for t in &inst.targets {
-            if !inputs.contains(&t.drv_path) {
-                wanted.push(first_output(t.drv_path.clone(), t.output.clone()));
-            }
-        }
-        return Ok(wanted);
+        return Ok(plan_roots(&plan.instantiate_in_store(store, None)?));
     }
+    let mut wanted = Vec::new();
     for attr in attrs {
         let inst = plan.instantiate_in_store(store, Some(attr))?;
         for t in inst.targets {
@@ -184,6 +173,21 @@ pub fn plan_targets(
         }
     }
     Ok(wanted)
+}
+
+/// The roots of a whole plan's instantiation: its derivations no other one depends on, each
+/// for its first output.
+pub fn plan_roots(inst: &Instantiation) -> Vec<Wanted> {
+    let inputs: BTreeSet<&StorePath> = inst
+        .derivations
+        .iter()
+        .flat_map(|d| d.drv.input_drvs.keys())
+        .collect();
+    inst.targets
+        .iter()
+        .filter(|t| !inputs.contains(&t.drv_path))
+        .map(|t| first_output(t.drv_path.clone(), t.output.clone()))
+        .collect()
 }
 
 /// The warning nix-instantiate gives for every result when no `--add-root` is passed: the
