@@ -493,7 +493,7 @@ impl<S: ChunkSink> Dumper<S> {
                 None => {}
             }
             // Go to the next entry, closing the directories that are done.
-            loop {
+            let (start, end) = loop {
                 let Some(top) = stack.last_mut() else {
                     return Ok(());
                 };
@@ -502,7 +502,7 @@ impl<S: ChunkSink> Dumper<S> {
                     path.truncate(top.path_len);
                     path.push(b'/');
                     path.extend_from_slice(&top.names[start..end]);
-                    break;
+                    break (start, end);
                 }
                 self.put_str(b")")?;
                 stack.pop();
@@ -510,9 +510,9 @@ impl<S: ChunkSink> Dumper<S> {
                     return Ok(());
                 }
                 self.put_str(b")")?;
-            }
+            };
             let top = stack.last().expect("an entry was just taken from it");
-            let name = &top.names[top.ranges[top.next - 1].0..top.ranges[top.next - 1].1];
+            let name = &top.names[start..end];
             let dir = top.dir.as_fd();
             self.put_strs(&[b"entry", b"(", b"name", name, b"node"])?;
             next = self.node(dir, name, &path)?;
